@@ -73,8 +73,14 @@ def _number(env: Mapping[str, str], name: str, default: float, kind=float):
 _ROLLOUT_RE = re.compile(r"^(all|off|\d{1,3}%|@[^,\s]+(,@[^,\s]+)*)$")
 
 
-def load_settings(env: Mapping[str, str] | None = None, stack_dir: Path = STACK_DIR) -> Settings:
-    """Read CONTRACT.md's variables; fall back to the running local stack for connection facts."""
+def load_settings(
+    env: Mapping[str, str] | None = None, stack_dir: Path = STACK_DIR, connections: bool = True
+) -> Settings:
+    """Read CONTRACT.md's variables; fall back to the running local stack for connection facts.
+
+    With ``connections=False`` a missing MongoDB or PDS location is left empty instead of
+    being an error (for callers that are handed their clients some other way).
+    """
     env = os.environ if env is None else env
     stack = None
     if not env.get("MONGODB_CONNECTION_STRING") or not env.get("PDS_URL"):
@@ -85,6 +91,8 @@ def load_settings(env: Mapping[str, str] | None = None, stack_dir: Path = STACK_
             return env[name]
         if stack and stack.get(stack_key):
             return stack[stack_key]
+        if not connections:
+            return ""
         raise ConfigError(
             f"{name} is not set and the local stack is not running "
             f"(start it with `moods-pipeline stack up`, or set {name})"
@@ -92,7 +100,7 @@ def load_settings(env: Mapping[str, str] | None = None, stack_dir: Path = STACK_
 
     mongo_uri = from_env_or_stack("MONGODB_CONNECTION_STRING", "mongodb_uri")
     pds_url = from_env_or_stack("PDS_URL", "pds_url").rstrip("/")
-    if not pds_url.startswith(("http://", "https://")):
+    if pds_url and not pds_url.startswith(("http://", "https://")):
         raise ConfigError(f"PDS_URL={pds_url!r} must start with http:// or https://")
     mongo_name = env.get("MONGODB_NAME") or (stack or {}).get("mongodb_name") or "aesthetic"
 
