@@ -1,0 +1,190 @@
+"""The backfill engine: every valid live mood of the given users into its author's repo.
+
+Used by the Dagster asset, the CLI (through the asset) and the benchmark. Users run
+concurrently in a thread pool: a login takes at least 350 ms of mostly waiting, and writes to
+different repos overlap on the PDS. One user's trouble never stops another's work.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable
+
+from moods_pipeline import MOOD_COLLECTION
+from moods_pipeline.pds.xrpc import LoginFailed, PdsClient, PdsError
+from moods_pipeline.sync.model import UserAccount
+from moods_pipeline.sync.planner import plan_user
+from moods_pipeline.sync.writer import BatchWriter, WriteOptions
+
+log = logging.getLogger(__name__)
+
+NO_ACCOUNT = "no PDS account (users.atproto lacks did or password)"
+
+
+@dataclass
+class UserOutcome:
+    """What happened to one user; what the per-user materialization's metadata shows."""
+
+    sub: str
+    did: str | None
+    handle: str | None
+    dry_run: bool = False
+    live: int = 0
+    created: int = 0
+    already_synced: int = 0
+    pointers_written: int = 0
+    recovered: int = 0
+    would_create: int = 0
+    would_write_pointers: int = 0
+    skipped_invalid: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    duplicates: int = 0
+    orphans: int = 0
+    batches: int = 0
+    error: str | None = None  # the user as a whole failed (login, unreadable repo, Mongo)
+    no_account: bool = False
+    seconds: float = 0.0
+
+    @property
+    def label(self) -> str:
+        return f"@{self.handle}" if self.handle else (self.did or self.sub)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.failed
+
+    @property
+    def records_per_second(self) -> float:
+        return self.created / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["records_per_second"] = round(self.records_per_second, 2)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "UserOutcome":
+        data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        data["skipped_invalid"] = [tuple(x) for x in data.get("skipped_invalid", [])]
+        data["failed"] = [tuple(x) for x in data.get("failed", [])]
+        return cls(**data)
+
+
+def sync_user(
+    user: UserAccount,
+    store,
+    pds: PdsClient,
+    *,
+    dry_run: bool = False,
+    options: WriteOptions = WriteOptions(),
+    on_batch: Callable[[UserOutcome, int, int], None] | None = None,
+) -> UserOutcome:
+    """Plan and write one user's moods. Never raises for the user's own trouble."""
+    started = time.monotonic()
+    outcome = UserOutcome(sub=user.sub, did=user.did, handle=user.handle, dry_run=dry_run)
+    try:
+        if not user.has_account:
+            outcome.no_account = True
+            outcome.error = NO_ACCOUNT
+            return outcome
+        moods = store.moods_of(user.sub)
+        try:
+            records = pds.list_records(user.did, MOOD_COLLECTION)
+        except PdsError as exc:
+            outcome.error = f"repo unreadable: {exc}"
+            return outcome
+        plan = plan_user(moods, records)
+        outcome.live = plan.live
+        outcome.already_synced = plan.already_synced
+        outcome.skipped_invalid = plan.invalid
+        outcome.duplicates = len(plan.duplicates)
+        outcome.orphans = len(plan.orphans)
+        outcome.would_create = len(plan.creates)
+        outcome.would_write_pointers = len(plan.pointer_writes) + len(plan.creates)
+        if dry_run:
+            return outcome
+
+        # Pointers to records that already exist need no login.
+        outcome.pointers_written += store.write_pointers(plan.pointer_writes)
+        outcome.already_synced += len(plan.pointer_writes)
+        if not plan.creates:
+            return outcome
+        try:
+            session = pds.login(user.did, user.password, expected_did=user.did)
+        except LoginFailed as exc:
+            outcome.error = f"login failed: {exc}"
+            outcome.failed = [(c.mood_id, outcome.error) for c in plan.creates]
+            return outcome
+
+        def progress(done: int, total: int) -> None:
+            outcome.seconds = time.monotonic() - started
+            if on_batch:
+                on_batch(outcome, done, total)
+
+        writer = BatchWriter(session, store, pds, options, on_batch=progress)
+        written = writer.write_all(plan.creates)
+        outcome.created = written.created
+        outcome.already_synced += written.recovered
+        outcome.pointers_written += written.pointers_written
+        outcome.batches = written.batches
+        outcome.failed = written.failed
+        return outcome
+    except Exception as exc:  # a Mongo outage or a bug: this user fails, the others go on
+        log.exception("user %s failed", outcome.label)
+        outcome.error = f"{type(exc).__name__}: {exc}"
+        return outcome
+    finally:
+        outcome.seconds = time.monotonic() - started
+
+
+def backfill_users(
+    users: Iterable[UserAccount],
+    store,
+    pds: PdsClient,
+    *,
+    dry_run: bool = False,
+    concurrency: int = 8,
+    options: WriteOptions = WriteOptions(),
+    on_batch: Callable[[UserOutcome, int, int], None] | None = None,
+    on_user_done: Callable[[UserOutcome], None] | None = None,
+) -> list[UserOutcome]:
+    """Backfill users concurrently; outcomes in the order the users were given."""
+    users = list(users)
+
+    def run(user: UserAccount) -> UserOutcome:
+        outcome = sync_user(user, store, pds, dry_run=dry_run, options=options, on_batch=on_batch)
+        if on_user_done:
+            on_user_done(outcome)
+        return outcome
+
+    if concurrency <= 1 or len(users) <= 1:
+        return [run(u) for u in users]
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="backfill") as pool:
+        return list(pool.map(run, users))
+
+
+def summarize(outcomes: Iterable[UserOutcome], seconds: float | None = None, dry_run: bool = False) -> dict:
+    """The backfill JSON object of CONTRACT.md (plus a few extra keys)."""
+    outcomes = list(outcomes)
+    accounts = [o for o in outcomes if not o.no_account]
+    summary = {
+        "users": len(accounts),
+        "users_failed": sum(1 for o in accounts if o.error),
+        "moods_live": sum(o.live for o in accounts),
+        "created": sum(o.created for o in accounts),
+        "already_synced": sum(o.already_synced for o in accounts),
+        "pointers_written": sum(o.pointers_written for o in accounts),
+        "skipped_invalid": sum(len(o.skipped_invalid) for o in accounts),
+        "skipped_no_account": sum(1 for o in outcomes if o.no_account),
+        "failed": sum(len(o.failed) for o in accounts),
+        "seconds": round(seconds if seconds is not None else sum(o.seconds for o in outcomes), 3),
+        "dry_run": dry_run,
+        "would_create": sum(o.would_create for o in accounts),
+        "would_write_pointers": sum(o.would_write_pointers for o in accounts),
+        "duplicates": sum(o.duplicates for o in accounts),
+        "orphans": sum(o.orphans for o in accounts),
+    }
+    return summary
