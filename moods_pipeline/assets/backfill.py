@@ -1,0 +1,184 @@
+"""Backfill assets: every historical mood into its author's ATProto repo (checklist phase 4)."""
+
+from __future__ import annotations
+
+import time
+
+import dagster as dg
+import pandas as pd
+
+from moods_pipeline.partitions import PARTITIONS_PER_RUN, users_partitions
+from moods_pipeline.resources import MongoResource, PdsResource, PipelineSettingsResource
+from moods_pipeline.sync.backfill import UserOutcome, backfill_users, summarize
+from moods_pipeline.sync.model import UserAccount
+
+MAX_REASON_ROWS = 50  # bounded tables in metadata: the full lists live in the state dir
+
+
+class BackfillConfig(dg.Config):
+    dry_run: bool = False
+    """Plan and report everything, write nothing (no PDS write, no Mongo pointer)."""
+
+
+def _reason_table(rows: list[tuple[str, str]]) -> dg.TableMetadataValue:
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord({"mood_id": mood_id, "reason": reason}) for mood_id, reason in rows[:MAX_REASON_ROWS]],
+        schema=dg.TableSchema(columns=[dg.TableColumn("mood_id", "string"), dg.TableColumn("reason", "string")]),
+    )
+
+
+def outcome_metadata(outcome: UserOutcome) -> dict:
+    """Per-user numbers the UI plots, plus reason tables (ids and reasons, never mood text)."""
+    metadata = {
+        "did": dg.MetadataValue.text(outcome.did or ""),
+        "handle": dg.MetadataValue.text(f"@{outcome.handle}" if outcome.handle else "(no handle)"),
+        "live_moods": dg.MetadataValue.int(outcome.live),
+        "created": dg.MetadataValue.int(outcome.created),
+        "already_synced": dg.MetadataValue.int(outcome.already_synced),
+        "pointers_written": dg.MetadataValue.int(outcome.pointers_written),
+        "skipped_invalid": dg.MetadataValue.int(len(outcome.skipped_invalid)),
+        "failed": dg.MetadataValue.int(len(outcome.failed)),
+        "duplicates_seen": dg.MetadataValue.int(outcome.duplicates),
+        "orphans_seen": dg.MetadataValue.int(outcome.orphans),
+        "batches": dg.MetadataValue.int(outcome.batches),
+        "seconds": dg.MetadataValue.float(round(outcome.seconds, 3)),
+        "records_per_second": dg.MetadataValue.float(round(outcome.records_per_second, 2)),
+        "dry_run": dg.MetadataValue.bool(outcome.dry_run),
+    }
+    if outcome.dry_run:
+        metadata["would_create"] = dg.MetadataValue.int(outcome.would_create)
+        metadata["would_write_pointers"] = dg.MetadataValue.int(outcome.would_write_pointers)
+    if outcome.skipped_invalid:
+        metadata["invalid_reasons"] = _reason_table(outcome.skipped_invalid)
+    if outcome.failed:
+        metadata["failure_reasons"] = _reason_table(outcome.failed)
+    if outcome.error:
+        metadata["error"] = dg.MetadataValue.text(outcome.error)
+    return metadata
+
+
+def users_for_partitions(store, dids: list[str]) -> list[UserAccount]:
+    users = []
+    for did in dids:
+        user = store.user_by_did(did)
+        # A partition whose user left Mongo still gets an outcome (a failure with the reason).
+        users.append(user or UserAccount(sub=f"(unknown for {did})", did=did, handle=None))
+    return users
+
+
+@dg.asset(
+    partitions_def=users_partitions,
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=PARTITIONS_PER_RUN),
+    output_required=False,
+    group_name="backfill",
+    kinds={"mongodb", "atproto"},
+)
+def mood_backfill(
+    context: dg.AssetExecutionContext,
+    config: BackfillConfig,
+    mongo: MongoResource,
+    pds: PdsResource,
+    pipeline: PipelineSettingsResource,
+):
+    """Each partition is one user (keyed by DID): every valid live mood of that user as a
+    `computer.aesthetic.mood` record in the user's own repo, with Mongo's `atproto.rkey`
+    pointing at it.
+
+    Idempotent: records carry their mood's id (`ref`) and a deterministic record key, so a
+    re-run (or a run after a crash) matches what is there instead of writing it again. Users of
+    one run are synced concurrently; a user that fails becomes a failed partition while the
+    others materialize, and the run's failure message names them.
+    """
+    store = mongo.store()
+    results = pipeline.results()
+    users = users_for_partitions(store, list(context.partition_keys))
+    started = time.monotonic()
+    context.log.info(
+        f"{'dry run: planning' if config.dry_run else 'backfilling'} {len(users)} users "
+        f"({pds.user_concurrency} at once)"
+    )
+
+    def on_batch(outcome: UserOutcome, done: int, total: int) -> None:
+        rate = outcome.created / outcome.seconds if outcome.seconds else 0.0
+        context.log.info(f"{outcome.label}: {done}/{total} records written, {rate:.0f} records/s")
+
+    def on_user_done(outcome: UserOutcome) -> None:
+        results.save_backfill(outcome, context.run_id)
+        state = "failed: " + outcome.error if outcome.error else (
+            f"{len(outcome.failed)} moods failed" if outcome.failed else "ok")
+        context.log.info(
+            f"{outcome.label}: {state}; live {outcome.live}, created {outcome.created}, "
+            f"already synced {outcome.already_synced}, invalid {len(outcome.skipped_invalid)}"
+            + (f", would create {outcome.would_create}" if outcome.dry_run else "")
+        )
+
+    outcomes = backfill_users(
+        users,
+        store,
+        pds.client(),
+        dry_run=config.dry_run,
+        concurrency=pds.user_concurrency,
+        options=pds.write_options(),
+        on_batch=on_batch,
+        on_user_done=on_user_done,
+    )
+    for outcome in outcomes:
+        # A user that did not fully sync gets an observation (its reasons stay visible) and no
+        # materialization, so its partition shows as failed; a dry run materializes nothing.
+        event = dg.AssetMaterialization if outcome.ok and not config.dry_run else dg.AssetObservation
+        yield event(asset_key=context.asset_key, partition=outcome.did, metadata=outcome_metadata(outcome))
+
+    summary = summarize(outcomes, seconds=time.monotonic() - started, dry_run=config.dry_run)
+    context.log.info(f"run summary: {summary}")
+    broken = [o for o in outcomes if not o.ok]
+    if broken:
+        lines = [f"{o.label} ({o.did}): {o.error or f'{len(o.failed)} moods failed'}" for o in broken]
+        raise dg.Failure(
+            description=f"{len(broken)} of {len(outcomes)} users did not fully sync:\n" + "\n".join(lines),
+            metadata={"users_failed": len([o for o in broken if o.error]), "moods_failed": summary["failed"]},
+        )
+
+
+def summary_frame(outcomes: list[UserOutcome]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "did": o.did,
+                "handle": o.handle,
+                "live": o.live,
+                "created": o.created,
+                "already_synced": o.already_synced,
+                "skipped_invalid": len(o.skipped_invalid),
+                "failed": len(o.failed),
+                "error": o.error or "",
+            }
+            for o in outcomes
+        ]
+    )
+
+
+@dg.asset(deps=[mood_backfill], group_name="backfill", kinds={"pandas"})
+def backfill_summary(context: dg.AssetExecutionContext, mongo: MongoResource, pipeline: PipelineSettingsResource):
+    """The migration stats of the checklist over the latest backfill result of every user
+    (not just the last run): users, moods live, created, already synced, skipped, failed.
+    Numbers are metadata, so the UI plots them across materializations."""
+    outcomes = pipeline.results().latest_backfill()
+    store = mongo.store()
+    users_with_moods = store.users_with_moods()
+    without_account = [u for u in users_with_moods if not u.has_account]
+    summary = summarize(outcomes)
+    summary["skipped_no_account"] = len(without_account)
+    summary["users_with_moods"] = len(users_with_moods)
+    synced = summary["already_synced"] + summary["created"]
+    valid_live = summary["moods_live"] - summary["skipped_invalid"]
+    summary["sync_rate_pct"] = round(100.0 * synced / valid_live, 2) if valid_live else 100.0
+    table = "| stat | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in summary.items())
+    metadata = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    metadata["stats"] = dg.MetadataValue.md(table)
+    failing = [o for o in outcomes if not o.ok]
+    if failing:
+        metadata["failing_users"] = dg.MetadataValue.md(
+            "\n".join(f"- {o.label} `{o.did}`: {o.error or f'{len(o.failed)} moods failed'}" for o in failing[:100])
+        )
+    context.log.info(f"backfill summary over {len(outcomes)} users: {summary}")
+    return dg.MaterializeResult(metadata=metadata)
