@@ -208,16 +208,22 @@ class DemoUser:
         """CONTRACT.md's syncable: DID and password in Mongo and at least one mood."""
         return self.has_account and self.password_in_mongo and self.mood_count > 0
 
-    def pds_handle(self, handle_domain: str = ".test") -> str | None:
-        return None if self.pds_label is None else self.pds_label + handle_domain
+    def pds_handle(self, handle_domain: str = ".test", label_suffix: str = "") -> str | None:
+        """The PDS handle: ``<label><label_suffix><handle_domain>`` (``jeffrey.test``)."""
+        if self.pds_label is None:
+            return None
+        return _fit_label(self.pds_label, label_suffix) + handle_domain
 
-    def users_doc(self, did: str | None, handle_domain: str = ".test") -> dict:
+    def users_doc(self, did: str | None, handle_domain: str = ".test", label_suffix: str = "") -> dict:
         """The `users` document, with the account's DID (None for users without an account)."""
         doc: dict[str, Any] = {"_id": self.sub, "code": self.code, "when": self.when}
         if self.has_account:
             if not did:
                 raise ValueError(f"user {self.sub} holds a PDS account: its users doc needs a DID")
-            atproto: dict[str, Any] = {"did": did, "handle": self.pds_handle(handle_domain)}
+            atproto: dict[str, Any] = {
+                "did": did,
+                "handle": self.pds_handle(handle_domain, label_suffix),
+            }
             if self.password_in_mongo:
                 assert self.password is not None
                 atproto["password"] = self.password.reveal()
@@ -240,6 +246,9 @@ class DemoData:
     moods: tuple[dict, ...]  # ordered by `when` (the order the app inserted them)
     handles: tuple[dict, ...]
     cases: Mapping[str, tuple[str, ...]]  # USER_CASES -> subs, MOOD_CASES -> mood ids (hex)
+
+    def __repr__(self) -> str:  # counts only: no texts, no passwords, no 1,000-line reprs
+        return f"DemoData(seed={self.seed}, scale={self.scale!r}, {self.summary()})"
 
     def user(self, sub: str) -> DemoUser:
         for user in self.users:
@@ -592,7 +601,7 @@ class _Generator:
         total = round(profile.total_moods * n) if total_moods is None else total_moods
         total = max(total, heavy + n - 1)
         extras = total - heavy - (n - 1)
-        cap = max(0, heavy - 2)  # nobody but the heavy user reaches its count
+        cap = max(1, heavy - 2)  # nobody but the heavy user exceeds its count
         weights = [self.rng.paretovariate(1.16) - 1.0 for _ in range(n - 1)]
         counts = [0] * (n - 1)
         remaining = extras
@@ -695,6 +704,13 @@ def _text_of_bytes(size: int, rng: random.Random) -> str:
     text = "".join(parts)
     assert len(text.encode()) == size and len(text) < size
     return text
+
+
+def _fit_label(label: str, suffix: str) -> str:
+    """``label + suffix`` within the PDS's 18 characters (the label is cut, never the suffix)."""
+    if not suffix:
+        return label
+    return (label[: 18 - len(suffix)].rstrip("-") + suffix).lower()
 
 
 def _ms(when: datetime) -> int:
@@ -845,6 +861,7 @@ def seed(
     progress: Progress | None = None,
     *,
     handle_domain: str = ".test",
+    label_suffix: str = "",
     email_domain: str = "example.com",
     if_exists: str = "refuse",
     retries: int = 2,
@@ -852,7 +869,8 @@ def seed(
     """Write ``data`` into ``db`` (a pymongo Database), creating PDS accounts first.
 
     Each user with a PDS account gets one through ``account_creator(handle, email, password)``
-    (handle ``<label><handle_domain>``, email ``<label>@<email_domain>``), ``concurrency`` at a
+    (the full handle ``<label><label_suffix><handle_domain>``, e.g. ``jeffrey.test``; email
+    ``<that label>@<email_domain>``), ``concurrency`` at a
     time; its `users` document is written as soon as its account exists, so an interruption
     leaves no account unrecorded but the few in flight. ``account_creator=None``: no PDS,
     made-up DIDs (``offline_did``): for Mongo-only tests; logins with them fail.
@@ -866,10 +884,18 @@ def seed(
     never recorded fails with "handle taken"). A failed account is reported in
     ``accounts_failed`` and its `users` document is not written.
 
+    ``label_suffix`` (e.g. ``"-a1b2"``) makes the PDS handles unique on a PDS shared with other
+    seedings (tests); the bare `@handles` handles stay as generated.
+
     ``progress(stage, done, total)`` gets counts only; passwords and texts are never logged.
     """
     if if_exists not in ("refuse", "resume"):
         raise ValueError("if_exists must be 'refuse' or 'resume'")
+    if label_suffix and not re.fullmatch(r"[a-z0-9-]{1,8}", label_suffix):
+        raise ValueError("label_suffix: up to 8 lowercase letters, digits or hyphens")
+    labels = [u.pds_handle(handle_domain, label_suffix) for u in data.users if u.has_account]
+    if len(set(labels)) != len(labels):
+        raise ValueError("label_suffix makes PDS handles collide: use a shorter suffix")
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
     started = time.monotonic()
@@ -922,7 +948,7 @@ def seed(
     # 1. PDS accounts, each users document written as its account appears
     t0 = time.monotonic()
     if account_creator is None:
-        docs = [u.users_doc(offline_did(u.sub), handle_domain) for u in with_account]
+        docs = [u.users_doc(offline_did(u.sub), handle_domain, label_suffix) for u in with_account]
         if docs:
             users_coll.insert_many(docs, ordered=False)
         report.accounts_created = len(docs)
@@ -931,7 +957,7 @@ def seed(
     else:
         _create_accounts(
             users_coll, with_account, account_creator, concurrency, handle_domain,
-            email_domain, retries, report, tell,
+            label_suffix, email_domain, retries, report, tell,
         )
     report.seconds_accounts = time.monotonic() - t0
 
@@ -992,6 +1018,7 @@ def _create_accounts(
     creator: AccountCreator,
     concurrency: int,
     handle_domain: str,
+    label_suffix: str,
     email_domain: str,
     retries: int,
     report: SeedReport,
@@ -1001,9 +1028,9 @@ def _create_accounts(
     stop = threading.Event()
 
     def create(user: DemoUser) -> str:
-        handle = user.pds_handle(handle_domain)
+        handle = user.pds_handle(handle_domain, label_suffix)
         assert handle is not None and user.password is not None
-        email = f"{user.pds_label}@{email_domain}"
+        email = f"{handle[: -len(handle_domain) or None]}@{email_domain}"
         for attempt in range(retries + 1):
             try:
                 return creator(handle, email, user.password)
@@ -1017,7 +1044,7 @@ def _create_accounts(
     def record(user: DemoUser, future: Future) -> None:
         exc = future.exception()
         if exc is None:
-            users_coll.insert_one(user.users_doc(future.result(), handle_domain))
+            users_coll.insert_one(user.users_doc(future.result(), handle_domain, label_suffix))
             report.accounts_created += 1
             report.users_written += 1
         else:
