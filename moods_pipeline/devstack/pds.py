@@ -116,6 +116,9 @@ class _NodeService:
     def _base_url(self) -> str:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _env(self) -> dict[str, str]:
+        return child_env()
+
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> "_NodeService":
         if self.running:
@@ -131,7 +134,7 @@ class _NodeService:
             [node, str(launcher), *self._args(self.port)],
             self._log_path,
             cwd=self.run_dir,
-            env=child_env(),
+            env=self._env(),
             detached=self.detached,
         )
         proc.spawn()
@@ -261,7 +264,9 @@ class LocalPds(_NodeService):
 
     ``plc`` is a :class:`LocalPlc` (kept as ``.plc``) or its URL. Invites are not required and
     rate limits are off unless asked for. The admin password is generated on first start and
-    kept in ``secrets_file`` (default ``data_dir/secrets.json``, mode 0600).
+    kept in ``secrets_file`` (default ``data_dir/secrets.json``, mode 0600). The log (default
+    ``data_dir/pds.log``) never contains it. ``log_level="warn"`` keeps the log small in
+    benchmarks.
     """
 
     kind = "PDS"
@@ -282,6 +287,7 @@ class LocalPds(_NodeService):
         node: str | None = None,
         detached: bool = False,
         startup_timeout: float = 120.0,
+        log_level: str = "info",
     ) -> None:
         super().__init__(
             data_dir,
@@ -294,6 +300,7 @@ class LocalPds(_NodeService):
         )
         self.plc = plc if isinstance(plc, LocalPlc) else None
         self._plc_url = None if isinstance(plc, LocalPlc) else str(plc).rstrip("/")
+        self.log_level = log_level
         self.invite_required = invite_required
         self.rate_limits = rate_limits
         self.secrets_file = Path(secrets_file).resolve() if secrets_file else self.run_dir.resolve() / "secrets.json"
@@ -328,6 +335,11 @@ class LocalPds(_NodeService):
 
     def _base_url(self) -> str:
         return self._ready_value("pds_url").rstrip("/")
+
+    def _env(self) -> dict[str, str]:
+        # Pino levels: "info" logs every request (one JSON line each); "warn" keeps only
+        # problems, including the cause of every 500, which is logged at "error".
+        return {**child_env(), "LOG_LEVEL": self.log_level}
 
     @property
     def url(self) -> str:

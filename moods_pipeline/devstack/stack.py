@@ -278,6 +278,12 @@ def _wait_healthy(service: str, url: str, timeout: float) -> bool:
         time.sleep(0.2)
 
 
+def _pds_dir(paths: StackPaths) -> Path:
+    """``<root>/pds`` when the stack runs from a checkout, else the package's own checkout."""
+    candidate = paths.root / "pds"
+    return candidate if (candidate / "launcher.mjs").is_file() else DEFAULT_PDS_DIR
+
+
 def _choose_ports(paths: StackPaths, config: dict, requested: dict[str, int] | None) -> dict[str, int]:
     ports = dict(config.get("ports") or {})
     for service in SERVICES:
@@ -306,6 +312,7 @@ def _start_service(
             port=port,
             state_file=paths.plc_dir / "state.json",
             log_path=paths.log("plc"),
+            pds_dir=_pds_dir(paths),
             detached=True,
             startup_timeout=startup_timeout,
         )
@@ -317,6 +324,7 @@ def _start_service(
             invite_required=invite_required,
             secrets_file=paths.pds_dir / "secrets.json",
             log_path=paths.log("pds"),
+            pds_dir=_pds_dir(paths),
             detached=True,
             startup_timeout=startup_timeout,
         )
@@ -438,7 +446,7 @@ def stack_up(
     started_at = time.monotonic()
     # Fail before starting anything if a piece is missing.
     node_executable()
-    check_npm_packages(DEFAULT_PDS_DIR, ("@atproto/pds", "@did-plc/server"))
+    check_npm_packages(_pds_dir(paths), ("@atproto/pds", "@did-plc/server"))
     secantusd_executable()
 
     with _locked(paths):
