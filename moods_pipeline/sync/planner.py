@@ -1,22 +1,19 @@
 """What the backfill must do for one user: pure, no I/O.
 
 Records are matched to moods by the id they carry (`ref`, or the legacy `mongoId`) first and
-by Mongo's `atproto.rkey` pointer second. The planner only ever creates records and writes
-pointers; duplicates and orphans are reported for the audit and repair, never deleted here.
+by Mongo's `atproto.rkey` pointer second. A mood with no record carrying its id gets a new
+record even if its pointer names some other record. The planner only ever creates records and
+writes pointers; duplicates and orphans are reported for the audit and repair, never deleted here.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
 
-from moods_pipeline.mood_record import Invalid, build_record
+from moods_pipeline.mood_record import Invalid, build_record, rkeys_for
 from moods_pipeline.sync.model import Mood, PdsRecord
-from moods_pipeline.tid import assign_rkeys, parse_tid, tid_from_parts
-
-
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+from moods_pipeline.tid import parse_tid, tid_from_parts
 
 
 @dataclass(frozen=True)
@@ -39,13 +36,6 @@ class UserPlan:
     @property
     def is_empty(self) -> bool:
         return not self.creates and not self.pointer_writes
-
-
-def when_ms(when: datetime) -> int:
-    """Milliseconds since the epoch, exactly (no float rounding)."""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return (when - EPOCH) // timedelta(milliseconds=1)
 
 
 def free_rkeys(wanted: dict[str, str], taken: set[str]) -> dict[str, str]:
@@ -77,7 +67,6 @@ def plan_user(moods: list[Mood], records: list[PdsRecord]) -> UserPlan:
     mood_ids = {m.id for m in moods}
 
     to_create: dict[str, dict] = {}
-    valid_when_ms: dict[str, int] = {}
     for mood in moods:
         if not mood.live:
             continue
@@ -86,7 +75,6 @@ def plan_user(moods: list[Mood], records: list[PdsRecord]) -> UserPlan:
         if isinstance(built, Invalid):
             plan.invalid.append((mood.id, built.reason))
             continue
-        valid_when_ms[mood.id] = when_ms(mood.when)
         carrying = sorted(by_ref.get(mood.id, []), key=lambda r: r.rkey)
         if carrying:
             pointed = next((r for r in carrying if r.rkey == mood.rkey), None)
@@ -97,25 +85,17 @@ def plan_user(moods: list[Mood], records: list[PdsRecord]) -> UserPlan:
             else:
                 plan.pointer_writes.append((mood.id, chosen.rkey))
             continue
-        pointed = by_rkey.get(mood.rkey) if mood.rkey else None
-        if pointed is not None and pointed.mood_ref is None:
-            # A record at the pointer that carries no id at all: it is this mood's record by
-            # rkey (the audit judges its content).
-            plan.already_synced += 1
-            continue
+        # No record carries this mood's id. Whatever Mongo's pointer names (nothing, another
+        # mood's record, a record without an id) is not this mood's record: the invariant wants
+        # one that carries its `ref`, so create it; the pointer moves with the create.
         to_create[mood.id] = built
 
     if to_create:
-        # Collisions are resolved over all of the user's valid live moods, so a mood's key does
-        # not depend on which of the others happen to be synced already.
-        wanted = assign_rkeys(valid_when_ms.items())
+        # Collisions are resolved over all of the user's moods, live and nuked, so a mood's key
+        # depends neither on which others are synced already nor on nuking.
+        wanted = rkeys_for(moods)
         rkeys = free_rkeys({m: wanted[m] for m in to_create}, set(by_rkey))
         plan.creates = [Create(mood_id, rkeys[mood_id], to_create[mood_id]) for mood_id in sorted(to_create)]
 
-    pointed_rkeys = {m.rkey for m in moods if m.rkey}
-    plan.orphans = sorted(
-        r.rkey
-        for r in records
-        if (r.mood_ref not in mood_ids) and not (r.mood_ref is None and r.rkey in pointed_rkeys)
-    )
+    plan.orphans = sorted(r.rkey for r in records if r.mood_ref not in mood_ids)
     return plan
