@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from moods_pipeline import MOOD_COLLECTION, lexicon
+from moods_pipeline import MOOD_COLLECTION, lexicon, lexicon_publish
 from moods_pipeline.lexicon import (
     DEFAULT_LEXICON_DIR,
     Lexicon,
@@ -24,6 +24,13 @@ from moods_pipeline.lexicon import (
     load_lexicon_file,
     load_lexicons,
     validate_record,
+)
+from moods_pipeline.lexicon_publish import (
+    SCHEMA_COLLECTION,
+    PublishAction,
+    plan_publication,
+    publish,
+    schema_record,
 )
 
 MOOD_FILE = DEFAULT_LEXICON_DIR / "computer" / "aesthetic" / "mood.json"
@@ -659,3 +666,126 @@ def test_lexicon_type_is_hashable_and_comparable():
     assert a == b and hash(a) == hash(b) and len({a, b}) == 1
     assert isinstance(a, Lexicon) and a.record_key == "literal:self"
     assert Path(DEFAULT_LEXICON_DIR).name == "lexicons"
+
+
+# --- publishing lexicons (moods_pipeline.lexicon_publish) with a fake session ------------------
+
+AUTHORITY_DID = "did:plc:lexiconauthority000000000"
+
+
+class FakeSession:
+    """The duck type publish() needs: did, get_record, put_record; keeps records in memory."""
+
+    def __init__(self, records=None, fail_on=(), answer_objects=False):
+        self.did = AUTHORITY_DID
+        self.records = copy.deepcopy(records or {})  # (collection, rkey) -> value
+        self.fail_on = set(fail_on)
+        self.answer_objects = answer_objects
+        self.reads: list[tuple[str, str]] = []
+        self.puts: list[tuple[str, str]] = []
+
+    def get_record(self, collection, rkey):
+        self.reads.append((collection, rkey))
+        value = copy.deepcopy(self.records.get((collection, rkey)))
+        if value is not None and self.answer_objects:
+            return type("Rec", (), {"value": value, "rkey": rkey})()
+        return value
+
+    def put_record(self, collection, rkey, record):
+        if rkey in self.fail_on:
+            raise RuntimeError("HTTP 500 InternalServerError")
+        self.puts.append((collection, rkey))
+        self.records[(collection, rkey)] = copy.deepcopy(record)
+        return {"uri": f"at://{self.did}/{collection}/{rkey}"}
+
+
+OTHER = {
+    "lexicon": 1,
+    "id": "computer.aesthetic.other",
+    "defs": {"main": {"type": "record", "key": "tid", "record": {"type": "object", "properties": {}}}},
+}
+
+
+def test_schema_record_is_the_document_with_its_type():
+    mood = get_lexicon(MOOD_COLLECTION)
+    record = schema_record(mood)
+    assert record == {"$type": "com.atproto.lexicon.schema", **mood_doc()}
+    assert record["id"] == MOOD_COLLECTION
+    assert schema_record(check_lexicon({**mood_doc(), "$type": SCHEMA_COLLECTION})) == record
+
+
+def test_plan_create_update_up_to_date():
+    mood = get_lexicon(MOOD_COLLECTION)
+    published_same = {k: v for k, v in schema_record(mood).items() if k != "$type"}  # $type ignored
+    changed = copy.deepcopy(schema_record(mood))
+    changed["defs"]["main"]["description"] = "an older description"
+    other = check_lexicon(OTHER)
+
+    plan = plan_publication([mood, other], {})
+    assert [(a.nsid, a.action) for a in plan] == [(MOOD_COLLECTION, "create"), ("computer.aesthetic.other", "create")]
+    assert plan[0].record == schema_record(mood)
+
+    plan = plan_publication({MOOD_COLLECTION: mood, other.nsid: other}, {MOOD_COLLECTION: published_same, other.nsid: None})
+    assert [(a.nsid, a.action) for a in plan] == [(MOOD_COLLECTION, "up-to-date"), ("computer.aesthetic.other", "create")]
+
+    plan = plan_publication([mood], {MOOD_COLLECTION: changed})
+    assert [a.action for a in plan] == ["update"]
+    extra_field = {**schema_record(mood), "revision": 2}
+    assert [a.action for a in plan_publication([mood], {MOOD_COLLECTION: extra_field})] == ["update"]
+    assert plan_publication([mood_doc()], {}) == [PublishAction(MOOD_COLLECTION, "create", {})]
+
+
+def test_plan_rejects_bad_input():
+    with pytest.raises(LexiconError):
+        plan_publication([{"lexicon": 1, "id": "bad"}], {})
+    with pytest.raises(ValueError):
+        plan_publication([mood_doc(), mood_doc()], {})
+    with pytest.raises(TypeError):
+        plan_publication(mood_doc(), {})
+
+
+def test_dry_run_writes_nothing():
+    session = FakeSession()
+    report = publish(session, load_lexicons(), dry_run=True)
+    assert session.puts == [] and session.reads == [(SCHEMA_COLLECTION, MOOD_COLLECTION)]
+    assert report.dry_run and report.counts == {"create": 1, "update": 0, "up-to-date": 0}
+    assert report.pending == [MOOD_COLLECTION] and not report.ok
+    assert report.dns_records == {"_lexicon.aesthetic.computer": f"did={AUTHORITY_DID}"}
+
+
+def test_publish_then_publish_again_is_idempotent():
+    session = FakeSession()
+    first = publish(session, None, dry_run=False)  # None: the repository's lexicons
+    assert session.puts == [(SCHEMA_COLLECTION, MOOD_COLLECTION)]
+    assert first.written == [MOOD_COLLECTION] and first.ok
+    assert session.records[(SCHEMA_COLLECTION, MOOD_COLLECTION)] == schema_record(get_lexicon(MOOD_COLLECTION))
+
+    second = publish(session, load_lexicons(), dry_run=False)
+    assert session.puts == [(SCHEMA_COLLECTION, MOOD_COLLECTION)]  # nothing more written
+    assert second.counts == {"create": 0, "update": 0, "up-to-date": 1} and second.ok
+    assert json.loads(json.dumps(second.to_dict()))["actions"] == {MOOD_COLLECTION: "up-to-date"}
+
+
+def test_publish_updates_a_changed_schema():
+    stale = schema_record(get_lexicon(MOOD_COLLECTION))
+    stale["defs"]["main"]["record"]["properties"]["ref"] = {"type": "string"}
+    session = FakeSession({(SCHEMA_COLLECTION, MOOD_COLLECTION): stale}, answer_objects=True)
+    report = publish(session, [get_lexicon(MOOD_COLLECTION)], dry_run=False)
+    assert [(a.nsid, a.action) for a in report.actions] == [(MOOD_COLLECTION, "update")]
+    assert session.records[(SCHEMA_COLLECTION, MOOD_COLLECTION)]["defs"]["main"]["record"]["properties"]["ref"][
+        "maxLength"
+    ] == 24
+
+
+def test_a_failed_write_is_reported_and_the_others_still_go():
+    session = FakeSession(fail_on={MOOD_COLLECTION})
+    report = publish(session, [get_lexicon(MOOD_COLLECTION), OTHER], dry_run=False)
+    assert report.written == ["computer.aesthetic.other"]
+    assert report.failed == {MOOD_COLLECTION: "RuntimeError: HTTP 500 InternalServerError"}
+    assert report.pending == [MOOD_COLLECTION] and not report.ok
+    assert report.to_dict()["failed"] == report.failed
+
+
+def test_authority_domain():
+    assert lexicon_publish.authority_domain("computer.aesthetic.mood") == "aesthetic.computer"
+    assert lexicon_publish.authority_domain("com.example.sub.thing") == "sub.example.com"
