@@ -17,7 +17,8 @@ Columns (fixed; one row per mood, then one row per record that is not a mood's c
                repair must fix both)
 ``problem``    bool: ``status`` is in ``PROBLEM_STATUSES(nuke_policy, rewrite_legacy)``
 ``detail``     what a person can act on: ids, rkeys, which field differs and by how much
-               ("" when there is nothing to say). Never the mood text, never record contents.
+               ("" when there is nothing to say). Never the mood text, never record contents
+               (an orphan's unknown ``ref`` is echoed only if it has the shape of an ObjectId).
 ``mood_len``   UTF-8 byte length of the text (mood rows: Mongo's text; record rows: the
                record's ``mood``), None when that is not a string
 ``mood_hash``  first 8 hex digits of SHA-256 of those UTF-8 bytes, None likewise (compare a
@@ -33,8 +34,9 @@ legacy ``mongoId``) equals the mood's ObjectId hex exactly (``PdsRecord.mood_ref
 CONTRACT.md matches "by ``ref`` (or legacy ``mongoId``) first, rkey second". The rkey fallback:
 a record that carries *no* id at all, at the rkey that exactly one mood's pointer names, where
 that mood has no record carrying its id, is that mood's record (so a record written without
-its id is rewritten in place, not duplicated; the backfill planner matches the same way). A
-record carrying an id that is not one of the user's moods is never matched by rkey.
+its id is rewritten in place, not duplicated, as the backfill planner also assumes). Named by
+two or more such moods it is matched to none (an ``orphan``; each of them ``missing_on_pds``).
+A record carrying an id that is not one of the user's moods is never matched by rkey.
 
 The chosen record of a mood: the record the pointer names if it carries the mood's id; else
 the record carrying the id with the smallest rkey; else the record matched by rkey; else none.
@@ -46,8 +48,9 @@ Rules for a mood row
 --------------------
 * nuked (``deleted: true``): ``nuked_on_pds`` if it has a chosen record, else ``nuked``.
   Validity and the pointer are not judged. A problem only when ``nuke_policy == "delete"``.
-* live, ``build_record`` gives ``Invalid``: ``invalid`` with its reason (plus the rkeys of any
-  records carrying its id). Not a problem; repair never touches it.
+* live, ``build_record`` gives ``Invalid``: ``invalid`` with its reason (and its chosen
+  record's rkey, if any). Not a problem; repair never touches the mood, its pointer or its
+  chosen record (its further records are ``duplicate`` rows like any other).
 * live and valid, the issues (status = the first in CONTRACT.md's precedence
   ``invalid > missing_on_pds > stale_pointer > content_mismatch > pointer_missing >
   legacy_field > synced``):

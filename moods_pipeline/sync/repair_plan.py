@@ -8,9 +8,11 @@
 Actions (``Action.action`` names, fixed; ``ACTIONS`` lists them in plan order):
 
 ``create_record``    a ``missing_on_pds`` mood: its record at the deterministic rkey
-                     (``tid.assign_rkeys`` over the user's valid live moods); if another record
-                     holds that rkey, the next free microsecond (same clock id), moods taken in
-                     id order: the same rule as the backfill planner, so both pick the same rkey.
+                     (``tid.assign_rkeys`` over the user's valid live moods); if any record in
+                     the repo holds that rkey (even one this plan deletes), the next free
+                     microsecond (same clock id), moods taken in id order: the backfill
+                     planner's rule, so a repair and a backfill racing each other pick the same
+                     rkey and the second create fails instead of duplicating.
 ``rewrite_content``  ``content_mismatch`` (also when hidden behind ``stale_pointer`` or
                      ``pointer_missing``): put ``build_record``'s record at the chosen rkey.
 ``rewrite_legacy``   only with ``rewrite_legacy``: a chosen record carrying ``mongoId`` instead
