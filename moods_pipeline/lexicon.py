@@ -205,7 +205,9 @@ def datetime_problem(s: str) -> str | None:
     YYYY-MM-DDTHH:MM:SS with an uppercase T, whole seconds required, any fraction after a dot;
     a timezone, `Z` (uppercase) or +HH:MM/-HH:MM, and not -00:00; a real calendar date (no
     month 00 or 13, no April 31st, no February 29th outside leap years, no leap second); and a
-    UTC instant between year 0000 and year 9999.
+    UTC instant between year 0000 and year 9999. One difference from @atproto/syntax, as the
+    spec requires: impossible dates (2023-02-29, 1985-04-31) are rejected, where JavaScript's
+    Date rolls them over and the reference implementation accepts them.
     """
     if len(s) > 64:
         return "longer than 64 characters"
@@ -690,9 +692,10 @@ def _join(path: str, name: str) -> str:
 
 
 def _surrogate_problem(s: str) -> str | None:
-    for i, ch in enumerate(s):
-        if 0xD800 <= ord(ch) <= 0xDFFF:
-            return f"contains a lone surrogate (U+{ord(ch):04X} at index {i}); not encodable as UTF-8"
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as exc:  # only lone surrogates fail to encode
+        return f"contains a lone surrogate (U+{ord(s[exc.start]):04X} at index {exc.start}); not encodable as UTF-8"
     return None
 
 

@@ -13,10 +13,12 @@ A mood is valid when:
   DATETIME_AUTO gives for dates Python cannot represent) is reported, not a crash;
 - and the record built from it passes lexicon validation (`moods_pipeline.lexicon`).
 
-NUL characters (U+0000) are allowed: the lexicon and the atproto data model allow them, JSON
-and DAG-CBOR carry them, and the record's text must equal Mongo's for the audit to call it
-synced. Refusing them would leave such a mood unsynced forever; a PDS that refused one would
-show up as a failed write with its reason, not as silent data loss.
+NUL characters (U+0000) and other control characters are allowed: the lexicon and the atproto
+data model allow them, JSON and DAG-CBOR carry them, and the record's text must equal Mongo's
+for the audit to call it synced. The reference PDS (the version in pds/) stores and returns
+"a\x00b" and "\x00" unchanged (checked by hand against the local stack). Refusing them would
+leave such a mood unsynced forever; a PDS that refused one would show up as a failed write with
+its reason, not as silent data loss.
 
 Reasons name the field and the rule and never contain the mood text (CONTRACT.md "Privacy").
 """
@@ -87,13 +89,15 @@ def _text_problem(text: Any) -> str | None:
         return "mood is missing"
     if not isinstance(text, str):
         return f"mood is not a string ({_type_name(text)})"
-    for i, ch in enumerate(text):
-        if 0xD800 <= ord(ch) <= 0xDFFF:
-            return f"mood contains a lone surrogate (U+{ord(ch):04X} at index {i:,}); it cannot be encoded as UTF-8"
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:  # only lone surrogates fail to encode
+        code = ord(text[exc.start])
+        return f"mood contains a lone surrogate (U+{code:04X} at index {exc.start:,}); it cannot be encoded as UTF-8"
     # Whitespace as Python's str.isspace sees it, plus U+FEFF, which JavaScript's trim() removes.
-    if all(ch.isspace() or ch == "\ufeff" for ch in text):
+    if not text.replace("\ufeff", "").strip():
         return "mood is empty after trimming whitespace" if text else "mood is empty"
-    size, limit = len(text.encode("utf-8")), max_mood_bytes()
+    limit = max_mood_bytes()
     if size > limit:
         return f"mood is {size:,} UTF-8 bytes; the lexicon allows {limit:,}"
     return None
