@@ -54,6 +54,7 @@ __all__ = [
     "USER_CASES",
     "generate",
     "http_account_creator",
+    "offline_did",
     "seed",
 ]
 
