@@ -47,7 +47,6 @@ except ImportError:  # pragma: no cover - depends on the environment
     _regex = None
 
 DEFAULT_LEXICON_DIR = Path(__file__).resolve().parent.parent / "lexicons"
-SCHEMA_TYPE = "com.atproto.lexicon.schema"
 
 PRIMARY_TYPES = frozenset({"record", "query", "procedure", "subscription", "permission-set"})
 FIELD_TYPES = frozenset(
