@@ -7,6 +7,7 @@ import time
 import dagster as dg
 import pandas as pd
 
+from moods_pipeline import progress
 from moods_pipeline.partitions import PARTITIONS_PER_RUN, users_partitions
 from moods_pipeline.resources import MongoResource, PdsResource, PipelineSettingsResource
 from moods_pipeline.sync.backfill import UserOutcome, backfill_users, summarize
@@ -104,6 +105,7 @@ def mood_backfill(
 
     def on_user_done(outcome: UserOutcome) -> None:
         results.save_backfill(outcome, context.run_id)
+        progress.notify("user_done", label=outcome.label, ok=outcome.ok)
         state = "failed: " + outcome.error if outcome.error else (
             f"{len(outcome.failed)} moods failed" if outcome.failed else "ok")
         context.log.info(

@@ -1,0 +1,38 @@
+"""The Definitions object that workspace.yaml (and `dagster dev`) loads."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from moods_pipeline.assets.backfill import backfill_summary, mood_backfill
+from moods_pipeline.jobs import backfill_job, backfill_summary_job
+from moods_pipeline.resources import MongoResource, PdsResource, PipelineSettingsResource
+from moods_pipeline.sensors import users_partition_sensor
+
+
+def _env(name: str):
+    """EnvVar when the variable is set (the UI then shows its name, never its value); else
+    None, which the resources read as "the local stack"."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def default_resources() -> dict:
+    return {
+        "mongo": MongoResource(connection_string=_env("MONGODB_CONNECTION_STRING"), database=_env("MONGODB_NAME")),
+        "pds": PdsResource(url=_env("PDS_URL"), admin_password=_env("PDS_ADMIN_PASSWORD")),
+        "pipeline": PipelineSettingsResource(state_dir=_env("MOODS_STATE_DIR")),
+    }
+
+
+def build_definitions(resources: dict | None = None) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[mood_backfill, backfill_summary],
+        jobs=[backfill_job, backfill_summary_job],
+        sensors=[users_partition_sensor],
+        resources=resources or default_resources(),
+    )
+
+
+defs = build_definitions()
