@@ -378,29 +378,22 @@ def test_nuked_moods_are_not_judged_for_validity_or_pointers():
     assert status_of([nuked], [], nuked.id) == "nuked"
 
 
-def test_rkey_second_an_id_less_record_at_the_pointer_is_the_moods_record():
+def test_only_records_carrying_the_id_are_the_moods_the_pointer_only_chooses_among_them():
     m = mood(1, rkey=tid(1))
     idless = PdsRecord(tid(1), {"$type": "computer.aesthetic.mood", "text": "feeling sunny 1", "when": iso_when(m.when)})
     r = rows(reconcile(USER, [m], [idless]))
-    assert set(r) == {m.id}  # no orphan row
-    assert r[m.id]["status"] == "content_mismatch" and r[m.id]["rkey"] == tid(1)
-    assert "record carries no mood id (matched by the pointer)" in r[m.id]["detail"]
-    # a record carrying the id comes first: the pointer is then stale and the id-less one an orphan
+    assert r[m.id]["status"] == "missing_on_pds" and r[m.id]["rkey"] is None
+    assert "which holds a record that carries no mood id" in r[m.id]["detail"]
+    assert r[tid(1)]["status"] == "orphan"
+    assert f"named by the pointer of mood {m.id}" in r[tid(1)]["detail"]
+    # with a record carrying the id elsewhere, the pointer is stale
     r = rows(reconcile(USER, [m], [idless, good(m, tid(5))]))
     assert r[m.id]["status"] == "stale_pointer" and r[m.id]["rkey"] == tid(5)
     assert r[tid(1)]["status"] == "orphan"
-    # two moods pointing at it: matched to neither
-    m2 = mood(2, rkey=tid(1))
-    r = rows(reconcile(USER, [m, m2], [idless]))
-    assert r[m.id]["status"] == r[m2.id]["status"] == "missing_on_pds"
-    assert r[tid(1)]["status"] == "orphan" and "2 moods" in r[tid(1)]["detail"]
-    # a record carrying an unknown id is never matched by rkey
-    r = rows(reconcile(USER, [m], [PdsRecord(tid(1), {"mood": "feeling sunny 1", "ref": oid(77)})]))
-    assert r[m.id]["status"] == "missing_on_pds" and r[tid(1)]["status"] == "orphan"
-    # a nuked mood's pointer matches too
+    # a nuked mood's pointer does not make a record its own either
     nuked = mood(1, deleted=True, rkey=tid(1))
     r = rows(reconcile(USER, [nuked], [idless]))
-    assert set(r) == {nuked.id} and r[nuked.id]["status"] == "nuked_on_pds"
+    assert r[nuked.id]["status"] == "nuked" and r[tid(1)]["status"] == "orphan"
 
 
 def test_detail_never_contains_mood_text():

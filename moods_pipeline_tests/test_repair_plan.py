@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from moods_pipeline.mood_record import Invalid, build_record
+from moods_pipeline.mood_record import Invalid, build_record, mood_when_ms
 from moods_pipeline.sync.model import Mood, PdsRecord, UserAccount, iso_when
 from moods_pipeline.sync.reconcile import PROBLEM_STATUSES, reconcile
 from moods_pipeline.sync.repair_plan import (
@@ -20,7 +20,6 @@ from moods_pipeline.sync.repair_plan import (
     RepairPlan,
     apply_plan_in_memory,
     plan_repair,
-    when_ms,
 )
 from moods_pipeline.tid import mood_tid, parse_tid, tid_from_parts
 
@@ -82,7 +81,7 @@ def test_action_names_and_an_empty_plan_for_a_synced_user():
 def test_create_record_at_the_deterministic_rkey_then_write_pointer():
     m = mood(1, rkey=tid(99))  # a dangling pointer too: missing_on_pds wins, the pointer is rewritten
     p = plan([m], [])
-    rkey = mood_tid(m.id, when_ms(m.when))
+    rkey = mood_tid(m.id, mood_when_ms(m))
     assert nonzero(p) == {"create_record": 1, "write_pointer": 1}
     assert p.writes() == [{"$type": CREATE_OP, "collection": COLLECTION, "rkey": rkey, "value": build_record(m)}]
     assert p.pointer_updates() == [(m.id, rkey)]
@@ -90,7 +89,7 @@ def test_create_record_at_the_deterministic_rkey_then_write_pointer():
 
 def test_create_record_takes_the_next_free_microsecond_when_its_rkey_is_taken():
     m = mood(1)
-    rkey = mood_tid(m.id, when_ms(m.when))
+    rkey = mood_tid(m.id, mood_when_ms(m))
     micros, clock = parse_tid(rkey)
     squatter = PdsRecord(rkey, {"mood": "someone else", "ref": oid(500)})
     p = plan([m], [squatter])
@@ -105,8 +104,8 @@ def test_create_record_takes_the_next_free_microsecond_when_its_rkey_is_taken():
 
 def test_create_rkeys_agree_with_the_backfill_planner():
     planner = pytest.importorskip("moods_pipeline.sync.planner")
-    moods = [mood(n) for n in range(5)] + [mood(9, when=T0)]
-    taken = PdsRecord(mood_tid(moods[2].id, when_ms(moods[2].when)), {"mood": "squat"})
+    moods = [mood(n) for n in range(5)] + [mood(9, when=T0), mood(10, deleted=True), mood(11, text="")]
+    taken = PdsRecord(mood_tid(moods[2].id, mood_when_ms(moods[2])), {"mood": "squat"})
     records = [good(moods[0], tid(1)), taken]
     ours = {(a.mood_id, a.rkey) for a in plan(moods, records).of("create_record")}
     theirs = {(c.mood_id, c.rkey) for c in planner.plan_user(moods, records).creates}
@@ -199,11 +198,13 @@ def test_invalid_moods_get_no_action_but_their_duplicates_go():
     assert nonzero(p) == {"delete_duplicate": 1} and p.writes()[0]["rkey"] == tid(2)
 
 
-def test_an_id_less_record_at_the_pointer_is_rewritten_in_place():
+def test_an_id_less_record_at_the_pointer_is_replaced_not_rewritten():
     m = mood(1, rkey=tid(1))
-    p = plan([m], [PdsRecord(tid(1), {"$type": COLLECTION, "text": "feeling sunny 1", "when": iso_when(m.when)})])
-    assert nonzero(p) == {"rewrite_content": 1}
-    assert p.writes()[0]["rkey"] == tid(1) and p.writes()[0]["value"]["ref"] == m.id
+    idless = PdsRecord(tid(1), {"$type": COLLECTION, "text": "feeling sunny 1", "when": iso_when(m.when)})
+    p = plan([m], [idless], delete_orphans=True)
+    assert nonzero(p) == {"create_record": 1, "delete_orphan": 1, "write_pointer": 1}
+    created = p.of("create_record")[0].rkey
+    assert p.pointer_updates() == [(m.id, created)] and created != tid(1)
 
 
 def test_writes_come_creates_then_updates_then_deletes():
@@ -291,7 +292,7 @@ def scenarios(draw):
     special = []
     for m in moods:
         try:
-            micros, clock = parse_tid(mood_tid(m.id, when_ms(m.when)))
+            micros, clock = parse_tid(mood_tid(m.id, mood_when_ms(m)))
         except (ValueError, TypeError, AttributeError):
             continue
         special += [tid_from_parts(micros, clock), tid_from_parts(micros + 1, clock)]
@@ -418,8 +419,11 @@ def test_repair_without_orphan_deletion_leaves_only_orphans(scenario):
     moods2, records2 = apply_plan_in_memory(moods, records, p)
     after = reconcile(USER, moods2, records2, **kw)
     left = set(after.loc[after["problem"], "status"])
-    # An id-less record pointed at by two moods is nobody's; once repair re-points one of them it
-    # can become the other's (a nuked one's, say): hence nuked_on_pds under the delete policy.
-    allowed = {"orphan"} | ({"nuked_on_pds"} if nuke_policy == "delete" else set())
-    assert left <= allowed
-    assert not (PROBLEM_STATUSES(nuke_policy) - allowed) & set(after["status"])
+    assert left <= {"orphan"}
+    assert not (PROBLEM_STATUSES(nuke_policy) - {"orphan"}) & set(after["status"])
+    assert set(after.loc[after["kind"] == "record", "rkey"]) == set(before_orphans(moods, records, kw))
+
+
+def before_orphans(moods, records, kw) -> list[str]:
+    df = reconcile(USER, moods, records, **kw)
+    return list(df.loc[df["status"] == "orphan", "rkey"])

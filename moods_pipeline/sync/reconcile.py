@@ -30,16 +30,14 @@ follow, by rkey.
 Matching records to moods
 -------------------------
 A record *carries* a mood's id when its ``ref`` (or, failing a non-empty string ``ref``, the
-legacy ``mongoId``) equals the mood's ObjectId hex exactly (``PdsRecord.mood_ref``).
-CONTRACT.md matches "by ``ref`` (or legacy ``mongoId``) first, rkey second". The rkey fallback:
-a record that carries *no* id at all, at the rkey that exactly one mood's pointer names, where
-that mood has no record carrying its id, is that mood's record (so a record written without
-its id is rewritten in place, not duplicated, as the backfill planner also assumes). Named by
-two or more such moods it is matched to none (an ``orphan``; each of them ``missing_on_pds``).
-A record carrying an id that is not one of the user's moods is never matched by rkey.
+legacy ``mongoId``) equals the mood's ObjectId hex exactly (``PdsRecord.mood_ref``). Only
+records carrying a mood's id are that mood's: the pointer ("rkey second") only chooses among
+them. A record at the pointer that carries no id, or an id that is no mood of the user, is not
+the mood's record (the invariant wants one carrying its ``ref``): the mood is
+``missing_on_pds`` and that record an ``orphan``, as the backfill planner sees it too.
 
 The chosen record of a mood: the record the pointer names if it carries the mood's id; else
-the record carrying the id with the smallest rkey; else the record matched by rkey; else none.
+the record carrying the id with the smallest rkey; else none.
 Every other record carrying the mood's id is a ``duplicate`` row (also for invalid and nuked
 moods: a further copy is never history). Every record matched to no mood is an ``orphan`` row
 (a record naming a *nuked* mood of the user is that mood's record, not an orphan).
@@ -64,8 +62,7 @@ Rules for a mood row
     ``mood`` is said so), has them with the wrong type, an unparseable ``when``, a ``mood``
     different from ``build_record``'s, a ``when`` more than ``when_tolerance_ms`` from it
     (exactly the tolerance is within), a ``$type`` other than ``computer.aesthetic.mood``
-    (a missing ``$type`` is not judged), or carries no id (matched by rkey). Extra fields are
-    not judged. ``when`` values are compared as instants: ISO 8601 with ``T``, ``t`` or a
+    (a missing ``$type`` is not judged). Extra fields are not judged. ``when`` values are compared as instants: ISO 8601 with ``T``, ``t`` or a
     space, seconds and fraction (any number of digits) optional, ``Z``/``z`` or ``+HH:MM``,
     ``+HHMM``, ``+HH``; a ``when`` without a timezone is no instant and counts as a mismatch.
   - ``pointer_missing``: the pointer is unset (None or "").
@@ -323,15 +320,6 @@ def analyze(
         if ref is not None and ref in by_id:
             carrying[ref].append(record)
 
-    # rkey second: an id-less record that exactly one otherwise record-less mood points at.
-    claims: dict[str, list[str]] = defaultdict(list)
-    for mood in moods:
-        if mood.rkey and mood.id not in carrying:
-            target = by_rkey.get(mood.rkey)
-            if target is not None and target.mood_ref is None:
-                claims[mood.rkey].append(mood.id)
-    by_pointer_match: dict[str, PdsRecord] = {ids[0]: by_rkey[rkey] for rkey, ids in claims.items() if len(ids) == 1}
-
     rows: list[RowFacts] = []
     extra_rows: list[RowFacts] = []
     matched_rkeys: set[str] = set()
@@ -339,15 +327,10 @@ def analyze(
     for mood in moods:
         pointer = mood.rkey or None
         own = carrying.get(mood.id, [])
-        matched_by_rkey = False
         chosen: PdsRecord | None = None
         if own:
             pointed = by_rkey.get(pointer) if pointer else None
             chosen = pointed if (pointed is not None and pointed.mood_ref == mood.id) else own[0]
-        elif mood.id in by_pointer_match:
-            chosen = by_pointer_match[mood.id]
-            own = [chosen]
-            matched_by_rkey = True
         for record in own:
             matched_rkeys.add(record.rkey)
             if record is not chosen:
@@ -401,13 +384,11 @@ def analyze(
                 what = f"which holds {_describe_id_holder(held, by_id)}"
             found[STALE_POINTER] = f"pointer names rkey {pointer}, {what}; the mood's record is rkey {chosen.rkey}"
         mismatch = content_problems(chosen.value, built, when_tolerance_ms)
-        if matched_by_rkey:
-            mismatch.insert(0, "record carries no mood id (matched by the pointer)")
         if mismatch:
             found[CONTENT_MISMATCH] = f"record rkey {chosen.rkey}: " + "; ".join(mismatch)
         if not pointer:
             found[POINTER_MISSING] = f"Mongo has no atproto.rkey; the mood's record is rkey {chosen.rkey}"
-        if not matched_by_rkey and chosen.value.get("ref") != mood.id:
+        if chosen.value.get("ref") != mood.id:
             found[LEGACY_FIELD] = f"record rkey {chosen.rkey} carries mongoId instead of ref"
         if not found:
             issues, detail = (SYNCED,), ""
@@ -416,17 +397,21 @@ def analyze(
             detail = "; also: ".join(found[s] for s in issues)
         rows.append(RowFacts("mood", mood.id, chosen.rkey, pointer, issues, detail + duplicates_note, mood.text))
 
+    pointed_by: dict[str, list[str]] = defaultdict(list)
+    for mood in moods:
+        if mood.rkey:
+            pointed_by[mood.rkey].append(mood.id)
     for record in records:
         if record.rkey in matched_rkeys:
             continue
         ref = record.mood_ref
         if ref is None:
             detail = "record carries no mood id (neither ref nor mongoId)"
-            if record.rkey in claims:
-                detail += f"; pointed at by {len(claims[record.rkey])} moods, so matched to none"
         else:
             field_name = "ref" if record.value.get("ref") == ref else "mongoId"
             detail = f"record {field_name} {_short(ref)} names no mood of this user"
+        if record.rkey in pointed_by:
+            detail += "; named by the pointer of mood " + ", ".join(pointed_by[record.rkey])
         extra_rows.append(RowFacts("record", None, record.rkey, None, (ORPHAN,), detail, record.value.get("mood")))
 
     extra_rows.sort(key=lambda row: row.rkey)

@@ -8,11 +8,12 @@
 Actions (``Action.action`` names, fixed; ``ACTIONS`` lists them in plan order):
 
 ``create_record``    a ``missing_on_pds`` mood: its record at the deterministic rkey
-                     (``tid.assign_rkeys`` over the user's valid live moods); if any record in
-                     the repo holds that rkey (even one this plan deletes), the next free
-                     microsecond (same clock id), moods taken in id order: the backfill
-                     planner's rule, so a repair and a backfill racing each other pick the same
-                     rkey and the second create fails instead of duplicating.
+                     (``mood_record.rkeys_for`` over all the user's moods, live and nuked:
+                     ``tid.assign_rkeys`` with collisions resolved); if any record in the repo
+                     holds that rkey (even one this plan deletes), the next free microsecond
+                     (same clock id), moods taken in id order (``planner.free_rkeys``): the
+                     backfill's rule, so a repair and a backfill racing each other pick the
+                     same rkey and the second create fails instead of duplicating.
 ``rewrite_content``  ``content_mismatch`` (also when hidden behind ``stale_pointer`` or
                      ``pointer_missing``): put ``build_record``'s record at the chosen rkey.
 ``rewrite_legacy``   only with ``rewrite_legacy``: a chosen record carrying ``mongoId`` instead
@@ -39,13 +40,13 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
-from typing import ClassVar, Iterable
+from typing import ClassVar
 
 import pandas as pd
 
 from moods_pipeline import MOOD_COLLECTION
-from moods_pipeline.mood_record import Invalid, build_record
+from moods_pipeline.mood_record import Invalid, build_record, rkeys_for
+from moods_pipeline.sync.planner import free_rkeys
 from moods_pipeline.sync.model import Mood, PdsRecord, UserAccount
 from moods_pipeline.sync.reconcile import (
     CONTENT_MISMATCH,
@@ -59,13 +60,10 @@ from moods_pipeline.sync.reconcile import (
     check_nuke_policy,
     reconcile,
 )
-from moods_pipeline.tid import assign_rkeys, parse_tid, tid_from_parts
 
 CREATE_OP = "com.atproto.repo.applyWrites#create"
 UPDATE_OP = "com.atproto.repo.applyWrites#update"
 DELETE_OP = "com.atproto.repo.applyWrites#delete"
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,32 +193,6 @@ class RepairPlan:
 # Planning
 
 
-def when_ms(when: datetime) -> int:
-    """Milliseconds since the epoch, exactly (a naive datetime is taken as UTC)."""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return (when - _EPOCH) // timedelta(milliseconds=1)
-
-
-def free_rkeys(wanted: dict[str, str], taken: Iterable[str]) -> dict[str, str]:
-    """Move each wanted rkey another record holds to the next free microsecond (same clock id).
-
-    ``wanted`` maps mood id -> deterministic rkey; moods are taken in id order so the result
-    does not depend on input order; each assigned rkey is taken for the moods after it.
-    """
-    taken = set(taken)
-    result: dict[str, str] = {}
-    for mood_id in sorted(wanted):
-        rkey = wanted[mood_id]
-        micros, clock_id = parse_tid(rkey)
-        while rkey in taken:
-            micros += 1
-            rkey = tid_from_parts(micros, clock_id)
-        taken.add(rkey)
-        result[mood_id] = rkey
-    return result
-
-
 def _check_matches(df: pd.DataFrame, moods: list[Mood], records: list[PdsRecord], when_tolerance_ms: int) -> None:
     stale = "the reconciliation does not match these moods and records ({}); reconcile again"
     tolerance = df.attrs.get("when_tolerance_ms")
@@ -306,10 +278,10 @@ def plan_repair(
             actions.append(UnsetPointer(mood_id, None))
 
     if to_create:
-        # Collisions are resolved over all of the user's valid live moods, so a mood's key does
-        # not depend on which of the others happen to be on the PDS already.
-        wanted = assign_rkeys((mood_id, when_ms(by_id[mood_id].when)) for mood_id in built)
-        rkeys = free_rkeys({m: wanted[m] for m in to_create}, (r.rkey for r in records))
+        # The backfill planner's keys: collisions resolved over all of the user's moods, so a
+        # mood's key depends neither on which others are on the PDS already nor on nuking.
+        wanted = rkeys_for(moods)
+        rkeys = free_rkeys({m: wanted[m] for m in to_create}, {r.rkey for r in records})
         for mood_id in sorted(to_create):
             actions.append(CreateRecord(mood_id, rkeys[mood_id], built[mood_id]))
             actions.append(WritePointer(mood_id, rkeys[mood_id]))
