@@ -108,7 +108,7 @@ def run_job_over_partitions(instance, job_name: str, keys: list[str], run_config
     if missing:
         instance.add_dynamic_partitions(USERS_PARTITION, missing)
         existing = instance.get_dynamic_partitions(USERS_PARTITION)
-    job = defs.get_job_def(job_name)
+    job = defs.resolve_job_def(job_name)
     run_ids = []
     for chunk in partition_runs(existing, set(keys), PARTITIONS_PER_RUN):
         tags = {ASSET_PARTITION_RANGE_START_TAG: chunk[0], ASSET_PARTITION_RANGE_END_TAG: chunk[-1]}
@@ -123,7 +123,7 @@ def run_job_over_partitions(instance, job_name: str, keys: list[str], run_config
 def run_job(instance, job_name: str, run_config: dict | None = None, defs=None):
     defs = defs or _definitions()
     with contextlib.redirect_stdout(sys.stderr):
-        return defs.get_job_def(job_name).execute_in_process(
+        return defs.resolve_job_def(job_name).execute_in_process(
             instance=instance, run_config=run_config or {}, raise_on_error=False
         )
 

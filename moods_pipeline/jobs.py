@@ -5,12 +5,10 @@ from __future__ import annotations
 import dagster as dg
 
 from moods_pipeline.assets.backfill import backfill_summary, mood_backfill
-from moods_pipeline.partitions import users_partitions
 
 backfill_job = dg.define_asset_job(
     "mood_backfill_job",
     selection=[mood_backfill],
-    partitions_def=users_partitions,
     executor_def=dg.in_process_executor,
     description="Backfill the selected users (partitions) into their repos.",
 )

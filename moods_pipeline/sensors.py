@@ -1,6 +1,5 @@
 """Sensors: keep the users partitions in step with Mongo."""
 
-from __future__ import annotations
 
 import hashlib
 

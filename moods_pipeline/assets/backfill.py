@@ -1,6 +1,7 @@
 """Backfill assets: every historical mood into its author's ATProto repo (checklist phase 4)."""
+# No `from __future__ import annotations` here: Dagster reads the config and resource
+# annotations at definition time.
 
-from __future__ import annotations
 
 import time
 
@@ -104,7 +105,7 @@ def mood_backfill(
         context.log.info(f"{outcome.label}: {done}/{total} records written, {rate:.0f} records/s")
 
     def on_user_done(outcome: UserOutcome) -> None:
-        results.save_backfill(outcome, context.run_id)
+        results.save_backfill(outcome, context.run.run_id)
         progress.notify("user_done", label=outcome.label, ok=outcome.ok)
         state = "failed: " + outcome.error if outcome.error else (
             f"{len(outcome.failed)} moods failed" if outcome.failed else "ok")

@@ -1,0 +1,99 @@
+"""Building blocks for integration tests: production-shaped users and moods on the real stack,
+the Dagster resources pointed at it, and the invariant of CONTRACT.md as one check."""
+
+from __future__ import annotations
+
+import itertools
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from bson import ObjectId
+
+from moods_pipeline import MOOD_COLLECTION
+from moods_pipeline.definitions import build_definitions
+from moods_pipeline.mongo_store import MongoStore, connect
+from moods_pipeline.mood_record import Invalid, build_record
+from moods_pipeline.pds.xrpc import PdsClient
+from moods_pipeline.resources import MongoResource, PdsResource, PipelineSettingsResource
+from moods_pipeline.settings import Settings
+
+_subs = itertools.count(1)
+BASE_WHEN = datetime(2024, 3, 1, 12, 0, 0, 123000, tzinfo=timezone.utc)
+
+
+@dataclass
+class WorldUser:
+    sub: str
+    did: str | None
+    handle: str
+    password: str | None
+    mood_ids: list[str]
+
+
+def add_user(db, account=None, *, moods=5, texts=None, handle=None, nuked=False, password=None) -> WorldUser:
+    """A `users` + `@handles` row and moods, in production shape. ``account`` is a PDS account
+    (did, handle, password) or None for a user without one; ``password`` overrides the stored one."""
+    sub = f"auth0|{next(_subs):08x}{secrets.token_hex(8)}"
+    handle = handle or (account.handle.split(".")[0] if account else f"nouser{secrets.token_hex(3)}")
+    user_doc = {"_id": sub, "code": "ac25" + secrets.token_hex(3), "when": BASE_WHEN}
+    stored_password = password if password is not None else (account.password.reveal() if account else None)
+    if account:
+        user_doc["atproto"] = {"did": account.did, "handle": account.handle, "password": stored_password,
+                               "createdAt": "2024-01-01T00:00:00.000Z"}
+    db.users.insert_one(user_doc)
+    db["@handles"].insert_one({"_id": sub, "handle": handle})
+    texts = texts if texts is not None else [f"mood number {i} 🌞" for i in range(moods)]
+    docs = []
+    for i, text in enumerate(texts):
+        doc = {"_id": ObjectId(), "user": sub, "mood": text, "when": BASE_WHEN + timedelta(minutes=17 * i)}
+        if nuked:
+            doc["deleted"] = True
+        docs.append(doc)
+    if docs:
+        db.moods.insert_many(docs)
+    return WorldUser(sub, account.did if account else None, handle, stored_password, [str(d["_id"]) for d in docs])
+
+
+def resources_for(settings: Settings, **pds_options) -> dict:
+    return {
+        "mongo": MongoResource(connection_string=settings.mongodb_connection_string.reveal(),
+                               database=settings.mongodb_name),
+        "pds": PdsResource(url=settings.pds_url, **pds_options),
+        "pipeline": PipelineSettingsResource(state_dir=str(settings.state_dir)),
+    }
+
+
+def definitions_for(settings: Settings, **pds_options):
+    return build_definitions(resources_for(settings, **pds_options))
+
+
+def store_for(settings: Settings) -> MongoStore:
+    return MongoStore(connect(settings.mongodb_connection_string), settings.mongodb_name)
+
+
+def repo_snapshot(pds: PdsClient, did: str) -> dict[str, dict]:
+    return {r.rkey: r.value for r in pds.list_records(did, MOOD_COLLECTION)}
+
+
+def check_invariant(store: MongoStore, pds: PdsClient, users: list[WorldUser]) -> int:
+    """CONTRACT.md's invariant for these users: every valid live mood has exactly one record
+    carrying its id, with its content, and Mongo's pointer names it. Returns the moods checked."""
+    checked = 0
+    for user in users:
+        records = repo_snapshot(pds, user.did)
+        carrying: dict[str, list[str]] = {}
+        for rkey, value in records.items():
+            ref = value.get("ref") or value.get("mongoId")
+            carrying.setdefault(ref, []).append(rkey)
+        for mood in store.moods_of(user.sub):
+            built = build_record(mood)
+            if not mood.live or isinstance(built, Invalid):
+                continue
+            rkeys = carrying.get(mood.id, [])
+            assert len(rkeys) == 1, f"mood {mood.id} of {user.handle} has {len(rkeys)} records: {rkeys}"
+            assert mood.rkey == rkeys[0], f"mood {mood.id}: pointer {mood.rkey!r}, record at {rkeys[0]}"
+            value = records[rkeys[0]]
+            assert value["mood"] == built["mood"] and value["when"] == built["when"], f"mood {mood.id} content differs"
+            checked += 1
+    return checked
