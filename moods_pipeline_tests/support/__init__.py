@@ -1,0 +1,1 @@
+"""Test helpers (the fault-injecting proxy)."""
