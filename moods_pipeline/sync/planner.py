@@ -1,8 +1,9 @@
 """What the backfill must do for one user: pure, no I/O.
 
-Records are matched to moods by the id they carry (`ref`, or the legacy `mongoId`) first and
-by Mongo's `atproto.rkey` pointer second. A mood with no record carrying its id gets a new
-record even if its pointer names some other record. The planner only ever creates records and
+Records are matched to moods by the id they carry (`ref`, or the legacy `mongoId`); among a
+mood's records, the one Mongo's `atproto.rkey` names is its chosen record (else the smallest
+rkey), as the audit defines it. A mood with no record carrying its id gets a new record even
+if its pointer names some other record. The planner only ever creates records and
 writes pointers; duplicates and orphans are reported for the audit and repair, never deleted here.
 """
 
