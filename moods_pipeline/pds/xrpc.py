@@ -677,10 +677,10 @@ class PdsSession:
         if interval <= 0:
             return
         with self._lock:
-            wait = self._last_write + interval - time.monotonic()
+            wait = self._last_write + interval - self.client._clock()
             if wait > 0:
                 self.client._wait(wait)
-            self._last_write = time.monotonic()
+            self._last_write = self.client._clock()
 
     # --- writes ---
 
