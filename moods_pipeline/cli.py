@@ -249,6 +249,28 @@ def cmd_backfill(args) -> int:
     return EXIT_SOMETHING_LEFT if something_left else EXIT_OK
 
 
+def cmd_publish_lexicons(args) -> int:
+    load_settings()  # a configuration problem is exit 2 before any run starts
+    instance = dagster_instance()
+    result = run_job(
+        instance, "publish_lexicons_job",
+        quiet_run_config({"publish_lexicons": {"config": {"apply": args.apply}}}, args.verbose),
+    )
+    if not result.success:
+        for event in result.all_events:
+            if event.is_step_failure:
+                say(f"publish-lexicons failed: {event.step_failure_data.error.message.strip()}")
+        return EXIT_SOMETHING_LEFT
+    report = result.output_for_node("publish_lexicons")
+    for nsid, action in report["actions"].items():
+        say(f"{nsid}: {action}{' (dry run: nothing written)' if report['dry_run'] and action != 'up-to-date' else ''}")
+    for name, value in report["dns_records"].items():
+        say(f"DNS (outside this project): {name} TXT {value}")
+    if args.json:
+        print(json.dumps(report))
+    return EXIT_SOMETHING_LEFT if report["pending"] or report["failed"] else EXIT_OK
+
+
 def cmd_demo(args) -> int:
     """The README's main command: local stack, demo data, backfill, then the Dagster UI."""
     from moods_pipeline.devstack import stack
@@ -317,6 +339,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="plan and report, write nothing")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_backfill)
+
+    p = sub.add_parser("publish-lexicons", help="publish lexicons/ as com.atproto.lexicon.schema records")
+    p.add_argument("--apply", action="store_true", help="write what differs (default: dry run)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_publish_lexicons)
 
     p = sub.add_parser("demo", help="local stack + demo data + backfill, then the Dagster UI")
     p.add_argument("--no-ui", action="store_true")

@@ -7,6 +7,7 @@ import os
 import dagster as dg
 
 from moods_pipeline.assets.backfill import backfill_summary, mood_backfill
+from moods_pipeline.assets.lexicons import publish_lexicons_job
 from moods_pipeline.jobs import backfill_job, backfill_summary_job
 from moods_pipeline.resources import MongoResource, PdsResource, PipelineSettingsResource
 from moods_pipeline.sensors import users_partition_sensor
@@ -21,7 +22,12 @@ def _env(name: str):
 def default_resources() -> dict:
     return {
         "mongo": MongoResource(connection_string=_env("MONGODB_CONNECTION_STRING"), database=_env("MONGODB_NAME")),
-        "pds": PdsResource(url=_env("PDS_URL"), admin_password=_env("PDS_ADMIN_PASSWORD")),
+        "pds": PdsResource(
+            url=_env("PDS_URL"),
+            admin_password=_env("PDS_ADMIN_PASSWORD"),
+            lexicon_account=_env("MOODS_LEXICON_ACCOUNT"),
+            lexicon_password=_env("MOODS_LEXICON_PASSWORD"),
+        ),
         "pipeline": PipelineSettingsResource(state_dir=_env("MOODS_STATE_DIR")),
     }
 
@@ -29,7 +35,7 @@ def default_resources() -> dict:
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=[mood_backfill, backfill_summary],
-        jobs=[backfill_job, backfill_summary_job],
+        jobs=[backfill_job, backfill_summary_job, publish_lexicons_job],
         sensors=[users_partition_sensor],
         resources=resources or default_resources(),
     )

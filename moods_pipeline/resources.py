@@ -51,6 +51,8 @@ class PdsResource(dg.ConfigurableResource):
 
     url: Optional[str] = None
     admin_password: Optional[str] = None
+    lexicon_account: Optional[str] = None
+    lexicon_password: Optional[str] = None
     user_concurrency: int = 8  # users synced at once within a run
     min_batch_interval_ms: int = 100  # the checklist's delay between batches, per user
     max_batch_writes: int = 200
@@ -72,6 +74,13 @@ class PdsResource(dg.ConfigurableResource):
         if self.admin_password:
             return Secret(self.admin_password)
         return load_settings().pds_admin_password
+
+    def lexicon_credentials(self) -> tuple[str | None, Secret | None]:
+        """The account that publishes lexicons (MOODS_LEXICON_ACCOUNT / MOODS_LEXICON_PASSWORD)."""
+        if self.lexicon_account and self.lexicon_password:
+            return self.lexicon_account, Secret(self.lexicon_password)
+        settings = load_settings(connections=False)
+        return settings.lexicon_account, settings.lexicon_password
 
     def write_options(self) -> WriteOptions:
         return WriteOptions(

@@ -59,7 +59,13 @@ def resources_for(settings: Settings, **pds_options) -> dict:
     return {
         "mongo": MongoResource(connection_string=settings.mongodb_connection_string.reveal(),
                                database=settings.mongodb_name),
-        "pds": PdsResource(url=settings.pds_url, **pds_options),
+        "pds": PdsResource(
+            url=settings.pds_url,
+            admin_password=settings.pds_admin_password.reveal() if settings.pds_admin_password else None,
+            lexicon_account=settings.lexicon_account,
+            lexicon_password=settings.lexicon_password.reveal() if settings.lexicon_password else None,
+            **pds_options,
+        ),
         "pipeline": PipelineSettingsResource(state_dir=str(settings.state_dir)),
     }
 
