@@ -18,7 +18,9 @@ ops and a CAR of the blocks they touched, from which created and updated records
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 from datetime import datetime
 from typing import Iterator, NamedTuple
@@ -131,7 +133,9 @@ class CommitStream:
         self.events = 0  # frames read
         self.commits = 0  # commits yielded
         self.stopped_because: str | None = None
+        self.connected = threading.Event()  # set once the websocket is open (for followers in threads)
         self._ws = None
+        self._stack: contextlib.ExitStack | None = None
 
     def __enter__(self) -> "CommitStream":
         return self
@@ -140,22 +144,28 @@ class CommitStream:
         self.close()
 
     def close(self) -> None:
-        ws, self._ws = self._ws, None
-        if ws is not None:
+        stack, self._stack = self._stack, None
+        self._ws = None
+        if stack is not None:
             try:
-                ws.close()
+                stack.close()
             except Exception:  # noqa: BLE001 - closing a dead socket
                 pass
 
     def __iter__(self) -> Iterator[Commit]:
         deadline = time.monotonic() + self.stop_after_s
+        self._stack = contextlib.ExitStack()
         try:
-            self._ws = connect(
-                self.url, open_timeout=min(self.open_timeout_s, self.stop_after_s), max_size=None,
-                close_timeout=2, user_agent_header="moods-pipeline",
+            self._ws = self._stack.enter_context(
+                connect(
+                    self.url, open_timeout=min(self.open_timeout_s, self.stop_after_s), max_size=None,
+                    close_timeout=2, user_agent_header="moods-pipeline",
+                )
             )
         except (OSError, WebSocketException, TimeoutError) as exc:
+            self.close()
             raise FirehoseError(f"firehose at {self.url} unreachable: {type(exc).__name__} {exc}") from None
+        self.connected.set()
         try:
             while True:
                 left = deadline - time.monotonic()
