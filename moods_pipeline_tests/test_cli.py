@@ -1,0 +1,120 @@
+"""The `moods-pipeline` command line: selectors, JSON output, exit codes, configuration errors."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pytest
+
+from moods_pipeline import cli
+from moods_pipeline.sensors import users_partition_sensor
+from moods_pipeline_tests.world import add_user, resources_for
+
+BACKFILL_KEYS = {"users", "users_failed", "moods_live", "created", "already_synced", "pointers_written",
+                 "skipped_invalid", "skipped_no_account", "failed", "seconds", "dry_run"}
+
+
+@pytest.fixture
+def cli_env(test_settings, tmp_path, monkeypatch):
+    (tmp_path / "home").mkdir()
+    monkeypatch.setenv("MONGODB_CONNECTION_STRING", test_settings.mongodb_connection_string.reveal())
+    monkeypatch.setenv("MONGODB_NAME", test_settings.mongodb_name)
+    monkeypatch.setenv("PDS_URL", test_settings.pds_url)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("MOODS_STATE_DIR", str(test_settings.state_dir))
+    return test_settings
+
+
+def backfill_json(capsys, *argv) -> tuple[int, dict, str]:
+    code = cli.main(["backfill", *argv, "--json"])
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert len(lines) == 1, f"stdout must be one JSON object, got {captured.out!r}"
+    return code, json.loads(lines[0]), captured.err
+
+
+@pytest.mark.integration
+def test_backfill_all_json_counts_and_exit_codes(cli_env, mongo_db, make_account, capsys):
+    ok = add_user(mongo_db, make_account("cliok"), texts=["one", "two", ""])
+    add_user(mongo_db, None, moods=2)
+    bad = add_user(mongo_db, make_account("clibad"), moods=2, password="wrong-password-for-sure")
+
+    code, summary, err = backfill_json(capsys, "--all", "--dry-run")
+    assert code == 0 and summary["dry_run"] is True and summary["created"] == 0
+    assert summary["would_create"] == 4
+
+    code, summary, err = backfill_json(capsys, "--all")
+    assert BACKFILL_KEYS <= set(summary)
+    assert code == 1  # the wrong password leaves moods unsynced
+    assert (summary["users"], summary["users_failed"], summary["skipped_no_account"]) == (2, 1, 1)
+    assert (summary["moods_live"], summary["created"], summary["skipped_invalid"], summary["failed"]) == (5, 2, 1, 2)
+    assert f"FAILED @{bad.handle}" in err and "login failed" in err
+    assert "wrong-password-for-sure" not in err
+
+    code, summary, _ = backfill_json(capsys, "--user", f"@{ok.handle}")
+    assert code == 0 and summary["created"] == 0 and summary["already_synced"] == 2
+
+    code, summary, _ = backfill_json(capsys, "--user", ok.sub, "--user", ok.did)
+    assert code == 0 and summary["users"] == 1
+
+
+@pytest.mark.integration
+def test_first_n_orders_by_sub(cli_env, mongo_db, make_account, capsys):
+    users = sorted((add_user(mongo_db, make_account("first"), moods=1) for _ in range(3)), key=lambda u: u.sub)
+    code, summary, _ = backfill_json(capsys, "--first", "2")
+    assert code == 0 and summary["users"] == 2 and summary["created"] == 2
+    code, summary, _ = backfill_json(capsys, "--user", users[2].did, "--dry-run")
+    assert summary["would_create"] == 1  # the third user was not in --first 2
+
+
+@pytest.mark.integration
+def test_unknown_user_is_usage_error(cli_env, mongo_db, capsys):
+    assert cli.main(["backfill", "--user", "@nobody-here"]) == 2
+    assert "no user has the handle @nobody-here" in capsys.readouterr().err
+
+
+def test_missing_configuration_exits_2_naming_the_setting(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no .moods/stack here: no local stack to fall back on
+    assert cli.main(["backfill", "--all"]) == 2
+    assert "MONGODB_CONNECTION_STRING is not set" in capsys.readouterr().err
+    monkeypatch.setenv("MONGODB_CONNECTION_STRING", "mongodb://127.0.0.1:1")
+    monkeypatch.setenv("PDS_URL", "ftp://nope")
+    assert cli.main(["backfill", "--all"]) == 2
+    assert "PDS_URL" in capsys.readouterr().err
+    monkeypatch.setenv("PDS_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("MOODS_NUKE_POLICY", "sometimes")
+    assert cli.main(["backfill", "--all"]) == 2
+    assert "MOODS_NUKE_POLICY" in capsys.readouterr().err
+
+
+def test_selector_is_required(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["backfill"])
+    assert exit_info.value.code == 2
+
+
+def test_partition_runs_are_contiguous_and_bounded():
+    keys = [f"k{i}" for i in range(10)]
+    assert cli.partition_runs(keys, {"k1", "k2", "k3", "k7"}, per_run=2) == [["k1", "k2"], ["k3"], ["k7"]]
+    assert cli.partition_runs(keys, set(keys), per_run=50) == [keys]
+    assert cli.partition_runs(keys, set(), per_run=5) == []
+
+
+@pytest.mark.integration
+def test_partition_sensor_adds_each_syncable_user_once(test_settings, mongo_db, make_account, dagster_instance):
+    synced = [add_user(mongo_db, make_account("sens"), moods=1) for _ in range(2)]
+    add_user(mongo_db, None, moods=1)  # no account: no partition
+    add_user(mongo_db, make_account("nomoods"), moods=0)  # no moods: no partition
+    resources = {"mongo": resources_for(test_settings)["mongo"]}
+
+    def tick(cursor=None):
+        with dg.build_sensor_context(instance=dagster_instance, resources=resources, cursor=cursor) as context:
+            return users_partition_sensor(context)
+
+    result = tick()
+    assert sorted(result.dynamic_partitions_requests[0].partition_keys) == sorted(u.did for u in synced)
+    dagster_instance.add_dynamic_partitions("users", list(result.dynamic_partitions_requests[0].partition_keys))
+    again = tick()
+    assert again.dynamic_partitions_requests == []
+    assert isinstance(tick(cursor=again.cursor), dg.SkipReason)
