@@ -678,8 +678,10 @@ def test_accounts_repos_and_admin(client, local_pds):
     did, got_handle = client.create_account(handle, f"{handle}@example.com", Secret("pw-" + handle), invite_code=code)
     assert did.startswith("did:plc:") and got_handle == handle
     assert did in {repo["did"] for repo in client.list_repos()}
+    assert client.describe_repo(did)["did"] == did
     admin.delete_account(did)
     assert did not in {repo["did"] for repo in client.list_repos()}
+    assert client.describe_repo(did) is None
 
     wrong = client.admin(Secret("not-the-admin-password"))
     with pytest.raises(PdsError) as info:

@@ -533,6 +533,19 @@ class PdsClient:
             raise
         return _record_of(data)
 
+    def describe_repo(self, did: str) -> dict | None:
+        """com.atproto.repo.describeRepo (``did``, ``handle``, ``collections``, ...), or None if
+        the PDS has no such repo (RepoNotFound). A deactivated or taken-down repo raises
+        PdsError (``error`` RepoDeactivated / RepoTakendown), as does an outage."""
+        try:
+            return self._request("GET", "com.atproto.repo.describeRepo", params={"repo": did})
+        except PdsError as exc:
+            if exc.status in (400, 404) and (
+                exc.error == "RepoNotFound" or (exc.message or "").startswith("Could not find repo")
+            ):
+                return None
+            raise
+
     def list_repos(self) -> list[dict]:
         """Every repo on the PDS: dicts with ``did``, ``head``, ``rev``, ``active``, ``status``."""
         repos: list[dict] = []
