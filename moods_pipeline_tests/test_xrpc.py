@@ -568,7 +568,7 @@ def test_429_from_the_proxy_waits_until_reset_and_succeeds(local_pds, make_accou
         assert 1.0 <= elapsed <= 3.0
         counters = client.counters
         assert counters.rate_limited == 1 and counters.rate_limited_waits == 1
-        assert counters.seconds_waited == pytest.approx(elapsed, abs=0.3)
+        assert elapsed - 1.0 <= counters.seconds_waited <= elapsed  # the rest is the two requests
         print(f"\n429 with Reset 2 s ahead: succeeded after {elapsed:.2f} s")
         assert len(client.list_records(account.did, MOOD_COLLECTION)) == 3
 
