@@ -25,9 +25,11 @@ mood is **reported** (listed in the sensor's log and the next run's metadata, an
 
 Backoff after the n-th failed attempt: ``min(backoff_max_s, backoff_base_s * 2**(n-1))``.
 
-Extra settings (optional; defaults in ``CatchupPolicy``): ``MOODS_CATCHUP_MAX_ATTEMPTS``,
-``MOODS_CATCHUP_BACKOFF_S`` (the base), ``MOODS_CATCHUP_BATCH`` (moods per run),
-``MOODS_CATCHUP_RUNS_PER_TICK``.
+Extra settings (optional; defaults in ``CatchupPolicy``): ``MOODS_CATCHUP_MAX_ATTEMPTS`` (6),
+``MOODS_CATCHUP_BACKOFF_S`` (the base, 60; capped at an hour), ``MOODS_CATCHUP_BATCH`` (moods
+per run, 100), ``MOODS_CATCHUP_RUNS_PER_TICK`` (4), ``MOODS_CATCHUP_MAX_AGE_S`` (unset: an
+unsynced mood of any age is caught up, history included; set it to leave older moods to
+backfill and repair).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -92,6 +95,7 @@ class CatchupPolicy:
     batch_size: int = 100  # moods per run
     runs_per_tick: int = 4
     scan_limit: int = 20_000  # unsynced moods read per tick at most (newest first)
+    max_age_s: float | None = None  # older unsynced moods are left to backfill/repair (None: no limit)
 
     @classmethod
     def from_settings(cls, settings, env: Mapping[str, str] | None = None, **overrides) -> "CatchupPolicy":
@@ -104,6 +108,7 @@ class CatchupPolicy:
             backoff_base_s=_env_number(env, "MOODS_CATCHUP_BACKOFF_S", cls.backoff_base_s),
             batch_size=_env_number(env, "MOODS_CATCHUP_BATCH", cls.batch_size, int),
             runs_per_tick=_env_number(env, "MOODS_CATCHUP_RUNS_PER_TICK", cls.runs_per_tick, int),
+            max_age_s=_env_number(env, "MOODS_CATCHUP_MAX_AGE_S", None),
         )
         values.update(overrides)
         return cls(**values)
@@ -235,14 +240,13 @@ def _mood_of(doc: dict) -> Mood:
                 deleted=doc.get("deleted") is True, rkey=rkey if isinstance(rkey, str) else None)
 
 
-def unsynced_live_docs(store, cutoff, limit: int):
-    """Live moods without a pointer, ``when`` at or before ``cutoff``, newest first.
-
-    (A read MongoStore lacks; it uses the existing ``{when: 1}`` index.)"""
-    from datetime import datetime, timezone
-
-    cutoff_dt = datetime.fromtimestamp(cutoff, tz=timezone.utc)
-    query = {"deleted": {"$ne": True}, "atproto.rkey": {"$exists": False}, "when": {"$lte": cutoff_dt}}
+def unsynced_live_docs(store, cutoff: float, limit: int, horizon: float | None = None):
+    """Live moods without a pointer, ``when`` at or before ``cutoff`` (and at or after
+    ``horizon``), newest first. (A read MongoStore lacks; it uses the ``{when: 1}`` index.)"""
+    when: dict = {"$lte": datetime.fromtimestamp(cutoff, tz=timezone.utc)}
+    if horizon is not None:
+        when["$gte"] = datetime.fromtimestamp(max(horizon, 0), tz=timezone.utc)
+    query = {"deleted": {"$ne": True}, "atproto.rkey": {"$exists": False}, "when": when}
     return store.db.moods.find(query, _PROJECTION).sort("when", -1).limit(limit)
 
 
@@ -320,7 +324,8 @@ def find_candidates(store, state: CatchupState, policy: CatchupPolicy, now: floa
                 return False
         return True
 
-    for doc in unsynced_live_docs(store, now - policy.grace_s, policy.scan_limit):
+    horizon = now - policy.max_age_s if policy.max_age_s is not None else None
+    for doc in unsynced_live_docs(store, now - policy.grace_s, policy.scan_limit, horizon):
         found.scanned += 1
         mood = _mood_of(doc)
         seen.add(mood.id)

@@ -277,3 +277,12 @@ def test_attempt_files_of_moods_synced_elsewhere_are_pruned(
 def test_backoff_doubles_up_to_the_cap():
     policy = CatchupPolicy(backoff_base_s=60, backoff_max_s=600)
     assert [backoff_s(n, policy) for n in range(0, 6)] == [0, 60, 120, 240, 480, 600]
+
+
+def test_max_age_leaves_history_to_backfill(mongo_db, make_account, test_settings, store):
+    user = add_user(mongo_db, make_account("age"), moods=2)  # history from 2024
+    recent = new_mood(mongo_db, user, seconds_ago=300)
+    state = CatchupState(test_settings.state_dir)
+    assert find_candidates(store, state, CatchupPolicy(grace_s=120, max_age_s=3600)).sync == [recent]
+    assert sorted(find_candidates(store, state, CatchupPolicy(grace_s=120)).sync) == sorted([recent, *user.mood_ids])
+    assert CatchupPolicy.from_settings(test_settings, {"MOODS_CATCHUP_MAX_AGE_S": "3600"}).max_age_s == 3600.0
