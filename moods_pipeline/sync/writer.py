@@ -3,6 +3,11 @@
 A batch that fails may still have landed (a lost response, a concurrent run), so before any
 retry the writer re-reads the repo and re-plans. Only a batch that fails again is split, to
 isolate the record the PDS refuses; that record fails alone, with the PDS's reason.
+
+``BatchRunner`` holds that loop for any kind of write (pacing, count- and size-bounded
+batches, re-read before retry, split to isolate, stop when the PDS is gone); ``BatchWriter``
+runs the backfill's creates through it, ``sync.repair.RepairWriter`` a repair's creates,
+updates and deletes.
 """
 
 from __future__ import annotations
@@ -12,10 +17,10 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, Generic, TypeVar
 
 from moods_pipeline import MOOD_COLLECTION
-from moods_pipeline.pds.xrpc import PdsError, PdsUnavailable, RequestTooLarge
+from moods_pipeline.pds.xrpc import PdsError, PdsUnavailable, RateLimited, RequestTooLarge
 from moods_pipeline.sync.planner import Create, free_rkeys
 
 log = logging.getLogger(__name__)
@@ -44,28 +49,143 @@ def op_for(create: Create) -> dict:
     return {"$type": CREATE, "collection": MOOD_COLLECTION, "rkey": create.rkey, "value": create.record}
 
 
-def op_size(create: Create) -> int:
-    return len(json.dumps(op_for(create), ensure_ascii=False).encode("utf-8", "surrogatepass")) + 16
+def op_size(item: Any, op: Callable[[Any], dict] = op_for) -> int:
+    """Bytes ``item``'s applyWrites operation adds to the request body (with some slack)."""
+    return len(json.dumps(op(item), ensure_ascii=False).encode("utf-8", "surrogatepass")) + 16
 
 
-def make_batches(creates: list[Create], options: WriteOptions) -> list[list[Create]]:
-    """Split creates into applyWrites batches bounded by count and by request size."""
-    batches: list[list[Create]] = []
-    current: list[Create] = []
+def make_batches(items: list, options: WriteOptions, op: Callable[[Any], dict] = op_for) -> list[list]:
+    """Split items into applyWrites batches bounded by count and by request size.
+
+    ``op`` turns an item into its applyWrites operation (default: a backfill ``Create``)."""
+    batches: list[list] = []
+    current: list = []
     size = 0
-    for create in creates:
-        this = op_size(create)
+    for item in items:
+        this = op_size(item, op)
         if current and (len(current) >= options.max_batch_writes or size + this > options.max_batch_bytes):
             batches.append(current)
             current, size = [], 0
-        current.append(create)
+        current.append(item)
         size += this
     if current:
         batches.append(current)
     return batches
 
 
-class BatchWriter:
+T = TypeVar("T")
+
+
+class BatchRunner(Generic[T]):
+    """Runs one user's writes as applyWrites batches through a logged-in session.
+
+    Subclasses say what an item's operation is (``op``), what follows a batch that landed
+    (``landed``: Mongo pointers, counters), what a re-read of the repo makes of a failed batch
+    (``replan_after_failure``: drop what landed, adjust the rest) and how an item fails
+    (``fail``). The loop: pace, apply; on a PDS error re-read and re-plan, retry once, then
+    split to isolate the write the PDS refuses; a 413 splits at once; an unreachable PDS fails
+    every write not yet settled and stops.
+    """
+
+    def __init__(
+        self,
+        session,
+        options: WriteOptions,
+        on_batch: Callable[[int, int], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.session = session
+        self.options = options
+        self.on_batch = on_batch
+        self.sleep = sleep
+        self.batches = 0
+        self._last_batch_at = 0.0
+
+    # -- hooks -------------------------------------------------------------------------------
+    def op(self, item: T) -> dict:
+        raise NotImplementedError
+
+    def landed(self, batch: list[T]) -> None:
+        """The batch is on the PDS: record it (Mongo follow-up, counters)."""
+        raise NotImplementedError
+
+    def replan_after_failure(self, batch: list[T]) -> list[T]:
+        """After a failed batch: what of it still needs writing (re-read the repo first)."""
+        raise NotImplementedError
+
+    def fail(self, item: T, reason: str) -> None:
+        raise NotImplementedError
+
+    def settled(self, item: T) -> bool:
+        """Whether the item is done already (so an outage does not fail it)."""
+        return False
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self, items: list[T]) -> None:
+        batches = make_batches(items, self.options, self.op)
+        done = 0
+        for index, batch in enumerate(batches):
+            try:
+                self._write(batch, retried=False)
+            except PdsUnavailable as exc:
+                # The PDS is gone: failing the rest now beats hammering it write by write.
+                reason = f"PDS unreachable: {exc}"
+                for rest in batches[index:]:
+                    for item in rest:
+                        if not self.settled(item):
+                            self.fail(item, reason)
+                break
+            done += len(batch)
+            if self.on_batch:
+                self.on_batch(done, len(items))
+
+    def _pace(self) -> None:
+        wait = self.options.min_batch_interval_s - (time.monotonic() - self._last_batch_at)
+        if wait > 0:
+            self.sleep(wait)
+        self._last_batch_at = time.monotonic()
+
+    def _apply(self, batch: list[T]) -> None:
+        self._pace()
+        self.batches += 1
+        started = time.monotonic()
+        self.session.apply_writes([self.op(item) for item in batch])
+        self.landed(batch)
+        log.debug(
+            "batch of %d written (rkeys %s..%s) in %.0f ms",
+            len(batch), self.op(batch[0])["rkey"], self.op(batch[-1])["rkey"], (time.monotonic() - started) * 1000,
+        )
+
+    def _write(self, batch: list[T], retried: bool) -> None:
+        try:
+            self._apply(batch)
+            return
+        except RequestTooLarge as exc:
+            if len(batch) == 1:
+                self.fail(batch[0], f"record refused as too large: {exc}")
+                return
+            error: PdsError = exc
+            retried = True  # resending the same body cannot help: split at once
+        except PdsUnavailable:
+            raise
+        except PdsError as exc:
+            error = exc
+        log.warning("batch of %d failed (%s); re-reading the repo before retrying", len(batch), error)
+        batch = self.replan_after_failure(batch)
+        if not batch:
+            return
+        if not retried:
+            self.sleep(self.options.retry_delay_s * (1 + random.random()))
+            self._write(batch, retried=True)
+        elif len(batch) == 1:
+            self.fail(batch[0], str(error))
+        else:
+            middle = len(batch) // 2
+            self._write(batch[:middle], retried=True)
+            self._write(batch[middle:], retried=True)
+
+
+class BatchWriter(BatchRunner[Create]):
     """Writes one user's creates through a logged-in session and points Mongo at them."""
 
     def __init__(
@@ -77,84 +197,42 @@ class BatchWriter:
         on_batch: Callable[[int, int], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.session = session
+        self.result = WriteResult()
+        super().__init__(session, options, on_batch=on_batch, sleep=sleep)
         self.store = store
         self.pds = pds
-        self.options = options
-        self.on_batch = on_batch
-        self.sleep = sleep
-        self.result = WriteResult()
         self._settled: set[str] = set()  # mood ids now on the PDS with their pointer written
-        self._last_batch_at = 0.0
+
+    @property
+    def batches(self) -> int:  # type: ignore[override]
+        return self.result.batches
+
+    @batches.setter
+    def batches(self, value: int) -> None:
+        self.result.batches = value
 
     def write_all(self, creates: list[Create]) -> WriteResult:
-        batches = make_batches(creates, self.options)
-        done = 0
-        for index, batch in enumerate(batches):
-            try:
-                self._write(batch, retried=False)
-            except PdsUnavailable as exc:
-                # The PDS is gone: failing the rest now beats hammering it record by record.
-                # Whatever of this batch did land carries its `ref`; the next run points at it.
-                reason = f"PDS unreachable: {exc}"
-                for rest in batches[index:]:
-                    self.result.failed.extend((c.mood_id, reason) for c in rest if c.mood_id not in self._settled)
-                break
-            done += len(batch)
-            if self.on_batch:
-                self.on_batch(done, len(creates))
+        self.run(creates)
         return self.result
 
-    def _pace(self) -> None:
-        wait = self.options.min_batch_interval_s - (time.monotonic() - self._last_batch_at)
-        if wait > 0:
-            self.sleep(wait)
-        self._last_batch_at = time.monotonic()
+    def op(self, item: Create) -> dict:
+        return op_for(item)
 
-    def _apply(self, batch: list[Create]) -> None:
-        self._pace()
-        self.result.batches += 1
-        started = time.monotonic()
-        self.session.apply_writes([op_for(c) for c in batch])
+    def settled(self, item: Create) -> bool:
+        # Whatever of a batch did land carries its `ref`; the next run points at it.
+        return item.mood_id in self._settled
+
+    def fail(self, item: Create, reason: str) -> None:
+        self.result.failed.append((item.mood_id, reason))
+
+    def landed(self, batch: list[Create]) -> None:
         # The pointers follow right away: a crash from here on leaves records that carry their
         # mood's `ref`, which the next run matches instead of writing them again.
         self.result.pointers_written += self.store.write_pointers([(c.mood_id, c.rkey) for c in batch])
         self.result.created += len(batch)
         self._settled.update(c.mood_id for c in batch)
-        log.debug(
-            "batch of %d written (rkeys %s..%s) in %.0f ms",
-            len(batch), batch[0].rkey, batch[-1].rkey, (time.monotonic() - started) * 1000,
-        )
 
-    def _write(self, batch: list[Create], retried: bool) -> None:
-        try:
-            self._apply(batch)
-            return
-        except RequestTooLarge as exc:
-            if len(batch) == 1:
-                self.result.failed.append((batch[0].mood_id, f"record refused as too large: {exc}"))
-                return
-            error: PdsError = exc
-            retried = True  # resending the same body cannot help: split at once
-        except PdsUnavailable:
-            raise
-        except PdsError as exc:
-            error = exc
-        log.warning("batch of %d failed (%s); re-reading the repo before retrying", len(batch), error)
-        batch = self._replan_after_failure(batch)
-        if not batch:
-            return
-        if not retried:
-            self.sleep(self.options.retry_delay_s * (1 + random.random()))
-            self._write(batch, retried=True)
-        elif len(batch) == 1:
-            self.result.failed.append((batch[0].mood_id, str(error)))
-        else:
-            middle = len(batch) // 2
-            self._write(batch[:middle], retried=True)
-            self._write(batch[middle:], retried=True)
-
-    def _replan_after_failure(self, batch: list[Create]) -> list[Create]:
+    def replan_after_failure(self, batch: list[Create]) -> list[Create]:
         """Drop what landed (pointing Mongo at it), re-key what collides, keep the rest."""
         existing = {r.rkey: r for r in self.pds.list_records(self.session.did, MOOD_COLLECTION)}
         by_ref = {}
