@@ -127,9 +127,10 @@ class BatchRunner(Generic[T]):
         for index, batch in enumerate(batches):
             try:
                 self._write(batch, retried=False)
-            except PdsUnavailable as exc:
-                # The PDS is gone: failing the rest now beats hammering it write by write.
-                reason = f"PDS unreachable: {exc}"
+            except (PdsUnavailable, RateLimited) as exc:
+                # The PDS is gone, or refuses this account's writes until a reset further away
+                # than the client will wait: failing the rest now beats hammering it write by write.
+                reason = f"PDS unreachable: {exc}" if isinstance(exc, PdsUnavailable) else f"rate limited: {exc}"
                 for rest in batches[index:]:
                     for item in rest:
                         if not self.settled(item):
@@ -166,8 +167,8 @@ class BatchRunner(Generic[T]):
                 return
             error: PdsError = exc
             retried = True  # resending the same body cannot help: split at once
-        except PdsUnavailable:
-            raise
+        except (PdsUnavailable, RateLimited):
+            raise  # splitting the batch cannot help: run() fails the rest at once
         except PdsError as exc:
             error = exc
         log.warning("batch of %d failed (%s); re-reading the repo before retrying", len(batch), error)
