@@ -211,7 +211,9 @@ class FirehoseFollower:
 
     # -- draining --
 
-    def drain(self, max_seconds: float = 10.0, idle_s: float | None = 2.0, max_events: int | None = None) -> DrainReport:
+    def drain(
+        self, max_seconds: float = 10.0, idle_s: float | None = 2.0, max_events: int | None = None
+    ) -> DrainReport:
         """Process the commits since the cursor for at most ``max_seconds`` (less if the stream
         goes idle for ``idle_s``); persist after every ``save_every`` commits and at the end."""
         began = time.monotonic()

@@ -55,7 +55,8 @@ class Harness:
         self.instance = instance
         self.settings = settings
         self.resources = resources_for(settings)
-        self.resources["pipeline"] = PipelineSettingsResource(state_dir=str(settings.state_dir), nuke_policy=nuke_policy)
+        self.resources["pipeline"] = PipelineSettingsResource(
+            state_dir=str(settings.state_dir), nuke_policy=nuke_policy)
         if pds_url:
             self.resources["pds"] = PdsResource(url=pds_url, max_retries=0, timeout_s=2.0)
         self.cursor: str | None = None
@@ -102,7 +103,8 @@ def op_metadata(instance, result) -> dict:
 def new_mood(db, user, seconds_ago: float, text: str = "just now") -> str:
     mood_id = ObjectId()
     when = datetime.now(timezone.utc) - timedelta(seconds=seconds_ago)
-    db.moods.insert_one({"_id": mood_id, "user": user.sub, "mood": text, "when": when.replace(microsecond=when.microsecond // 1000 * 1000)})
+    when = when.replace(microsecond=when.microsecond // 1000 * 1000)  # Mongo keeps milliseconds
+    db.moods.insert_one({"_id": mood_id, "user": user.sub, "mood": text, "when": when})
     return str(mood_id)
 
 

@@ -64,7 +64,8 @@ def sync_latency(context: dg.AssetExecutionContext, config: SyncLatencyConfig, p
         metadata["unmatched_records"] = dg.MetadataValue.table(
             records=[dg.TableRecord({k: str(r.get(k) or "") for k in ("did", "rkey", "ref", "reason", "time")})
                      for r in rows],
-            schema=dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in ("did", "rkey", "ref", "reason", "time")]),
+            schema=dg.TableSchema(
+                columns=[dg.TableColumn(c, "string") for c in ("did", "rkey", "ref", "reason", "time")]),
         )
     context.log.info(
         f"sync latency over {stats['samples']} samples: p50 {stats['p50_s']} s, p95 {stats['p95_s']} s; "

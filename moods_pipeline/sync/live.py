@@ -499,7 +499,8 @@ class LiveSync:
             result.status = FAILED
             result.reason = f"login failed: {exc}" if isinstance(exc, LoginFailed) else _reason(exc)
             log.log(logging.WARNING if isinstance(exc, PdsError) else logging.ERROR,
-                    "erase records of %s failed: %s", account.did, result.reason, exc_info=not isinstance(exc, PdsError))
+                    "erase records of %s failed: %s", account.did, result.reason,
+                    exc_info=not isinstance(exc, PdsError))
         result.seconds = time.monotonic() - started
         return result
 
