@@ -345,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_publish_lexicons)
 
+    from moods_pipeline import cli_live  # imports this module's helpers: registered here, not at the top
+
+    cli_live.register(sub)
+
     p = sub.add_parser("demo", help="local stack + demo data + backfill, then the Dagster UI")
     p.add_argument("--no-ui", action="store_true")
     p.add_argument("--port", type=int, default=3000)

@@ -7,10 +7,13 @@ import os
 import dagster as dg
 
 from moods_pipeline.assets.backfill import backfill_summary, mood_backfill
+from moods_pipeline.assets.erase import erase_job
+from moods_pipeline.assets.latency import sync_latency, sync_latency_job
 from moods_pipeline.assets.lexicons import publish_lexicons_job
 from moods_pipeline.jobs import backfill_job, backfill_summary_job
 from moods_pipeline.resources import MongoResource, PdsResource, PipelineSettingsResource
 from moods_pipeline.sensors import users_partition_sensor
+from moods_pipeline.sensors_live import catchup_sensor, catchup_sync_job, firehose_sensor
 
 
 def _env(name: str):
@@ -34,9 +37,9 @@ def default_resources() -> dict:
 
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=[mood_backfill, backfill_summary],
-        jobs=[backfill_job, backfill_summary_job, publish_lexicons_job],
-        sensors=[users_partition_sensor],
+        assets=[mood_backfill, backfill_summary, sync_latency],
+        jobs=[backfill_job, backfill_summary_job, publish_lexicons_job, catchup_sync_job, sync_latency_job, erase_job],
+        sensors=[users_partition_sensor, catchup_sensor, firehose_sensor],
         resources=resources or default_resources(),
     )
 
