@@ -35,10 +35,10 @@ from moods_pipeline import alerts
 log = logging.getLogger(__name__)
 
 SUMMARY_ASSET = dg.AssetKey("backfill_summary")
-# The live-sync latency asset and the metadata keys its p95 and sample count may carry.
-LATENCY_ASSETS = (dg.AssetKey("sync_latency"), dg.AssetKey("mood_sync_latency"), dg.AssetKey("live_sync_latency"))
-LATENCY_P95_KEYS = ("latency_p95_s", "p95_s", "p95_seconds", "latency_p95_seconds")
-LATENCY_SAMPLES_KEYS = ("samples", "count", "moods_measured", "n")
+# The live-sync latency asset (assets/latency.py) and its metadata keys.
+LATENCY_ASSET = dg.AssetKey("sync_latency")
+LATENCY_P95_KEY = "p95_s"
+LATENCY_SAMPLES_KEY = "samples"
 # Assets whose observations are read for login failures when the sensor runs without its code
 # location (tests); in the daemon it reads every asset of the code location.
 DEFAULT_OBSERVED_ASSETS = (dg.AssetKey("mood_backfill"),)
@@ -206,17 +206,13 @@ def summary_alert_since(instance, cursor: dict, thresholds: alerts.AlertThreshol
 
 
 def latency_alert_since(instance, cursor: dict, thresholds: alerts.AlertThresholds):
-    latest = None
-    for key in LATENCY_ASSETS:
-        record = _latest_materialization(instance, key)
-        if record is not None and (latest is None or record.storage_id > latest.storage_id):
-            latest = record
+    latest = _latest_materialization(instance, LATENCY_ASSET)
     if latest is None or latest.storage_id <= cursor["latency"]:
         return None
     cursor["latency"] = latest.storage_id
     metadata = latest.asset_materialization.metadata or {}
-    p95 = next((_value(metadata[k]) for k in LATENCY_P95_KEYS if k in metadata), None)
-    samples = next((_value(metadata[k]) for k in LATENCY_SAMPLES_KEYS if k in metadata), None)
+    p95 = _value(metadata.get(LATENCY_P95_KEY))  # absent while there are no samples
+    samples = _value(metadata.get(LATENCY_SAMPLES_KEY))
     if not isinstance(p95, (int, float)) or isinstance(p95, bool):
         return None
     return alerts.latency_alert(

@@ -260,6 +260,22 @@ def test_health_sensor_alerts_once_per_summary(dagster_instance, receiver):
     assert found == []
 
 
+def test_health_sensor_alerts_on_latency_p95(dagster_instance):
+    thresholds = AlertThresholds(5.0, 300.0)
+    latency = {"samples": 40, "p50_s": 2.0, "p95_s": 420.0}
+    dagster_instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="sync_latency", metadata=latency))
+    found, cursor = evaluate_health(dagster_instance, None, thresholds)
+    assert [a.rule for a in found] == ["latency_p95"]
+    assert found[0].details == {"latency_p95_s": 420.0, "threshold_s": 300.0, "samples": 40}
+    assert evaluate_health(dagster_instance, cursor, thresholds)[0] == []
+    # No samples yet (no p95_s key) or within the threshold: nothing.
+    dagster_instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="sync_latency",
+                                                                        metadata={"samples": 0}))
+    dagster_instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key="sync_latency", metadata={"samples": 10, "p95_s": 12.5}))
+    assert evaluate_health(dagster_instance, cursor, thresholds)[0] == []
+
+
 def stub_definitions(*sensors) -> dg.Definitions:
     """A code location shaped like ours: mood_backfill (users partitions), mood_audit and checks."""
 
