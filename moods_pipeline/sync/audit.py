@@ -1,0 +1,489 @@
+"""The audit engine: every selected user's moods against the records in their repo.
+
+Plain Python (no Dagster): the ``mood_audit`` asset, the CLI (through the asset) and the
+benchmark all call :func:`audit_users`. Per user it reads Mongo's moods (nuked included) and
+the repo's ``computer.aesthetic.mood`` records, and reconciles them with
+``sync.reconcile.reconcile`` (CONTRACT.md's statuses). Reading needs no login.
+
+A repo that cannot be read (unknown DID, deactivated or taken-down account, PDS unreachable)
+makes the user **unreadable** with the reason: such a user gets no reconciliation rows, never a
+page of ``missing_on_pds``. Users without a PDS account are counted apart (``no_account``).
+
+Reading records (measured on the reference PDS, 0.4.217, 2 cores; figures in the README):
+
+- ``"pages"``: ``com.atproto.repo.listRecords`` pages of 100, stopping at the first page shorter
+  than 100. The reference PDS applies the limit in SQL after every filter, so a short page is
+  the last one; ``PdsClient.list_records`` instead asks once more for the (empty) page after
+  the cursor, which doubles the requests for the typical user with a handful of moods.
+- ``"list"``: ``PdsClient.list_records`` (every page until an empty one).
+- ``"car"``: one ``com.atproto.sync.getRepo`` export per user, records read from the CAR.
+- ``"auto"`` (default): ``"pages"``, and every user whose reconciliation shows a problem is read
+  again with a ``getRepo`` export and reconciled again, so each reported problem is confirmed
+  by a second, independent read (which also absorbs a live write racing the first read).
+
+Users are audited ``concurrency`` at a time (threads: the PDS and Mongo do the work).
+
+``check_logins=True`` also logs in with each user's stored DID and password (``expected_did``,
+as the backfill does) and reports the ones that fail; logins are rate limited, so they are
+paced (``login_interval_s`` between starts, across all threads) and never retried here beyond
+what the client does for a 429. The session is dropped at once; nothing is written.
+
+:func:`find_orphan_repos` lists repos on the PDS holding mood records whose DID no Mongo user
+holds any more (user gone, or its ``atproto`` unset).
+
+Privacy: reasons and details carry ids, rkeys, statuses, counts; never mood text or secrets.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import pandas as pd
+
+from moods_pipeline import MOOD_COLLECTION
+from moods_pipeline.mood_record import Invalid, build_record
+from moods_pipeline.pds.xrpc import LoginFailed, PdsError, PdsUnavailable
+from moods_pipeline.sync.model import Mood, PdsRecord, UserAccount
+from moods_pipeline.sync.reconcile import (
+    INVALID,
+    LEGACY_FIELD,
+    NUKED,
+    NUKED_ON_PDS,
+    STATUSES,
+    SYNCED,
+    check_nuke_policy,
+    empty_frame,
+    reconcile,
+)
+
+log = logging.getLogger(__name__)
+
+READ_MODES = ("auto", "pages", "list", "car")
+PAGE_SIZE = 100  # listRecords' maximum
+NO_ACCOUNT = "no PDS account (users.atproto lacks did or password)"
+LOGIN_OK = "ok"
+# Statuses of mood rows (the others are record rows: duplicate, orphan).
+_MOOD_STATUSES = frozenset(STATUSES) - {"duplicate", "orphan"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a repo
+
+
+def list_records_paged(pds, did: str, collection: str = MOOD_COLLECTION, page_size: int = PAGE_SIZE) -> list[PdsRecord]:
+    """Every record of ``collection`` in ``did``'s repo by listRecords pages (oldest first),
+    stopping at the first short page (see the module docstring). Falls back to the client's own
+    ``list_records`` for a client without the XRPC request method (test doubles)."""
+    request = getattr(pds, "_request", None)
+    if request is None:
+        return pds.list_records(did, collection)
+    from moods_pipeline.pds.xrpc import _record_of
+
+    records: list[PdsRecord] = []
+    cursor: str | None = None
+    seen: set[str] = set()
+    while True:
+        params = {"repo": did, "collection": collection, "limit": page_size, "reverse": "true"}
+        if cursor:
+            params["cursor"] = cursor
+        page = request("GET", "com.atproto.repo.listRecords", params=params)
+        items = page.get("records") or []
+        records.extend(_record_of(item) for item in items)
+        cursor = page.get("cursor")
+        if len(items) < page_size or not cursor or cursor in seen:
+            return records
+        seen.add(cursor)
+
+
+def read_records(pds, did: str, read: str = "pages") -> list[PdsRecord]:
+    """The user's mood records by one of ``READ_MODES`` (``auto`` reads as ``pages``)."""
+    if read in ("auto", "pages"):
+        return list_records_paged(pds, did)
+    if read == "list":
+        return pds.list_records(did, MOOD_COLLECTION)
+    if read == "car":
+        return pds.export_records(did, MOOD_COLLECTION)
+    raise ValueError(f"read must be one of {', '.join(READ_MODES)}, not {read!r}")
+
+
+def unreadable_reason(exc: Exception) -> str:
+    """Why a repo could not be read, for a person (no secrets: PdsError texts carry none)."""
+    if isinstance(exc, PdsUnavailable):
+        return f"PDS unreachable: {exc}"
+    if isinstance(exc, PdsError):
+        text = str(exc)
+        error = (exc.error or "") + " " + (exc.message or "")
+        if "Could not find repo" in error or "RepoNotFound" in error:
+            return f"repo not found on the PDS (no such account, or deleted or taken down): {text}"
+        if "Deactivated" in error or "deactivated" in error:
+            return f"repo deactivated: {text}"
+        if "Takendown" in error or "TakenDown" in error or "takendown" in error:
+            return f"repo taken down: {text}"
+        return f"repo unreadable: {text}"
+    return f"repo unreadable: {type(exc).__name__}: {exc}"
+
+
+def explain_unreadable(pds, did: str, exc: Exception) -> str:
+    """``unreadable_reason``, made precise for a repo listRecords cannot find: getRepoStatus
+    tells a deactivated or taken-down account from one that does not exist (one request, only
+    for unreadable users)."""
+    reason = unreadable_reason(exc)
+    if not reason.startswith("repo not found") or getattr(pds, "_request", None) is None:
+        return reason
+    try:
+        status = pds._request("GET", "com.atproto.sync.getRepoStatus", params={"did": did})
+    except PdsError as status_exc:
+        if "RepoNotFound" in str(status_exc) or "Could not find" in str(status_exc):
+            return f"repo not found on the PDS (no account with this DID): {exc}"
+        return reason
+    if isinstance(status, dict) and status.get("active") is False:
+        return f"repo {status.get('status') or 'inactive'} (account not active): {exc}"
+    return reason
+
+
+# ---------------------------------------------------------------------------------------------
+# One user's audit
+
+
+@dataclass
+class UserAudit:
+    """One user's audit: the reconciliation (``frame``), counts per status, and what stopped it."""
+
+    user: UserAccount
+    frame: pd.DataFrame = field(default_factory=empty_frame, repr=False)
+    counts: dict[str, int] = field(default_factory=lambda: {s: 0 for s in STATUSES})
+    unreadable: str | None = None  # the repo (or Mongo) could not be read: why
+    no_account: bool = False
+    login: str | None = None  # None: not checked; "ok"; else why the stored credentials fail
+    moods_live: int = 0  # live moods in Mongo (also for an unreadable user)
+    moods_valid_live: int = 0  # of which valid (also for an unreadable user)
+    records: int = 0  # records of the collection read from the repo
+    read: str = ""  # how the records were read ("pages", "car", "pages+car", ...)
+    seconds: float = 0.0
+
+    @property
+    def did(self) -> str | None:
+        return self.user.did
+
+    @property
+    def label(self) -> str:
+        return self.user.label
+
+    @property
+    def problems(self) -> int:
+        return int(self.frame["problem"].sum()) if len(self.frame) else 0
+
+    @property
+    def login_broken(self) -> bool:
+        return self.login is not None and self.login != LOGIN_OK
+
+    @property
+    def ok(self) -> bool:
+        """Nothing wrong: readable, no problem rows, login fine (or unchecked)."""
+        return self.unreadable is None and not self.no_account and self.problems == 0 and not self.login_broken
+
+    @property
+    def moods_unverified(self) -> int:
+        """Valid live moods nobody could compare with the repo (the user is unreadable)."""
+        return self.moods_valid_live if self.unreadable else 0
+
+    def summary(self) -> dict:
+        """JSON-able facts (no frame): what the CLI and the run record keep per user."""
+        return {
+            "did": self.user.did,
+            "sub": self.user.sub,
+            "handle": self.user.handle,
+            "unreadable": self.unreadable,
+            "no_account": self.no_account,
+            "login": self.login,
+            "by_status": dict(self.counts),
+            "problems": self.problems,
+            "moods_live": self.moods_live,
+            "moods_valid_live": self.moods_valid_live,
+            "records": self.records,
+            "read": self.read,
+            "seconds": round(self.seconds, 4),
+        }
+
+
+def _counts(frame: pd.DataFrame) -> dict[str, int]:
+    counted = frame["status"].value_counts() if len(frame) else {}
+    return {status: int(counted.get(status, 0)) for status in STATUSES}
+
+
+def _live_counts(moods: list[Mood]) -> tuple[int, int]:
+    live = [m for m in moods if m.live]
+    valid = sum(1 for m in live if not isinstance(build_record(m), Invalid))
+    return len(live), valid
+
+
+class LoginPacer:
+    """Spaces login starts across threads (logins are rate limited)."""
+
+    def __init__(self, interval_s: float, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.interval_s = interval_s
+        self.sleep = sleep
+        self._lock = threading.Lock()
+        self._next = 0.0
+
+    def wait(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self.interval_s
+        if start > now:
+            self.sleep(start - now)
+
+
+def check_login(user: UserAccount, pds, pacer: LoginPacer | None = None) -> str:
+    """``"ok"`` if the stored DID and password log in to that DID, else why not."""
+    if pacer is not None:
+        pacer.wait()
+    try:
+        pds.login(user.did, user.password, expected_did=user.did)
+    except LoginFailed as exc:
+        return f"login failed: {exc}"
+    except PdsError as exc:
+        return f"login not checked: {exc}"
+    return LOGIN_OK
+
+
+def audit_user(
+    user: UserAccount,
+    store,
+    pds,
+    *,
+    nuke_policy: str = "keep",
+    when_tolerance_ms: int = 1000,
+    rewrite_legacy: bool = False,
+    check_logins: bool = False,
+    read: str = "auto",
+    moods: list[Mood] | None = None,
+    pacer: LoginPacer | None = None,
+) -> UserAudit:
+    """Audit one user. Never raises for the user's own trouble (it lands in ``unreadable``)."""
+    started = time.monotonic()
+    audit = UserAudit(user=user)
+    try:
+        if not user.has_account:
+            audit.no_account = True
+            return audit
+        try:
+            moods = store.moods_of(user.sub) if moods is None else moods
+        except Exception as exc:  # noqa: BLE001 - a Mongo outage: this user cannot be audited
+            audit.unreadable = f"Mongo unreadable: {type(exc).__name__}: {exc}"
+            return audit
+        audit.moods_live, audit.moods_valid_live = _live_counts(moods)
+        if check_logins:
+            audit.login = check_login(user, pds, pacer)
+        first = "pages" if read == "auto" else read
+        try:
+            records = read_records(pds, user.did, first)
+        except PdsError as exc:
+            audit.unreadable = explain_unreadable(pds, user.did, exc)
+            audit.read = first
+            return audit
+        audit.read = first
+        frame = reconcile(user, moods, records, nuke_policy=nuke_policy, when_tolerance_ms=when_tolerance_ms,
+                          rewrite_legacy=rewrite_legacy)
+        if read == "auto" and bool(frame["problem"].any()):
+            # Confirm every problem with an independent read before reporting it.
+            try:
+                records = read_records(pds, user.did, "car")
+                moods = store.moods_of(user.sub)
+            except PdsError as exc:
+                audit.unreadable = explain_unreadable(pds, user.did, exc)
+                audit.read = "pages+car"
+                return audit
+            audit.moods_live, audit.moods_valid_live = _live_counts(moods)
+            audit.read = "pages+car"
+            frame = reconcile(user, moods, records, nuke_policy=nuke_policy, when_tolerance_ms=when_tolerance_ms,
+                              rewrite_legacy=rewrite_legacy)
+        audit.frame = frame
+        audit.counts = _counts(frame)
+        audit.records = len(records)
+        return audit
+    except Exception as exc:  # a bug or an odd document: this user fails, the others go on
+        log.exception("audit of %s failed", user.label)
+        audit.unreadable = f"audit failed: {type(exc).__name__}: {exc}"
+        audit.frame = empty_frame()
+        audit.counts = {s: 0 for s in STATUSES}
+        return audit
+    finally:
+        audit.seconds = time.monotonic() - started
+
+
+def audit_users(
+    users: Iterable[UserAccount],
+    store,
+    pds,
+    *,
+    nuke_policy: str,
+    when_tolerance_ms: int,
+    rewrite_legacy: bool = False,
+    concurrency: int = 8,
+    check_logins: bool = False,
+    read: str = "auto",
+    login_interval_s: float = 0.2,
+    on_user_done: Callable[[UserAudit], None] | None = None,
+) -> list[UserAudit]:
+    """Audit users concurrently; the audits in the order the users were given."""
+    check_nuke_policy(nuke_policy)
+    if read not in READ_MODES:
+        raise ValueError(f"read must be one of {', '.join(READ_MODES)}, not {read!r}")
+    if when_tolerance_ms < 0:
+        raise ValueError("when_tolerance_ms must be >= 0")
+    users = list(users)
+    pacer = LoginPacer(login_interval_s) if check_logins else None
+
+    def run(user: UserAccount) -> UserAudit:
+        audit = audit_user(
+            user, store, pds, nuke_policy=nuke_policy, when_tolerance_ms=when_tolerance_ms,
+            rewrite_legacy=rewrite_legacy, check_logins=check_logins, read=read, pacer=pacer,
+        )
+        if on_user_done:
+            on_user_done(audit)
+        return audit
+
+    if concurrency <= 1 or len(users) <= 1:
+        return [run(u) for u in users]
+    with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="audit") as pool:
+        return list(pool.map(run, users))
+
+
+# ---------------------------------------------------------------------------------------------
+# Totals
+
+
+def sync_rate_pct(ok: int, valid_live: int) -> float:
+    """100 x ok / valid_live floored to two decimals (anything short of all never reads 100)."""
+    return math.floor(ok * 10000 / valid_live) / 100 if valid_live else 100.0
+
+
+def totals(summaries: Iterable[dict]) -> dict:
+    """CONTRACT.md's audit JSON object from per-user summaries (``UserAudit.summary()``).
+
+    ``users_audited``: users with an account that were audited (unreadable ones included);
+    ``users_unreadable``; ``moods_live``: live moods of those users (an unreadable user's counted
+    from Mongo); ``by_status``: the reconciliation rows of the readable users; ``problems``;
+    ``sync_rate_pct``: 100 x (synced + legacy_field) / valid live moods, where the valid live
+    moods of unreadable users count as not verified (an outage never reads as in step).
+    Extra keys: ``users_no_account``, ``users_with_problems``, ``moods_unverified``,
+    ``logins_checked``, ``logins_broken``.
+    """
+    summaries = list(summaries)
+    accounts = [s for s in summaries if not s.get("no_account")]
+    by_status = {status: 0 for status in STATUSES}
+    for s in accounts:
+        for status, n in (s.get("by_status") or {}).items():
+            by_status[status] = by_status.get(status, 0) + int(n)
+    readable = [s for s in accounts if not s.get("unreadable")]
+    unverified = sum(int(s.get("moods_valid_live", 0)) for s in accounts if s.get("unreadable"))
+    valid_live_readable = sum(
+        by_status[k] for k in by_status if k not in (INVALID, NUKED, NUKED_ON_PDS) and k in _MOOD_STATUSES
+    )
+    checked = [s for s in accounts if s.get("login") is not None]
+    return {
+        "users_audited": len(accounts),
+        "users_unreadable": len(accounts) - len(readable),
+        "moods_live": sum(int(s.get("moods_live", 0)) for s in accounts),
+        "by_status": by_status,
+        "problems": sum(int(s.get("problems", 0)) for s in accounts),
+        "sync_rate_pct": sync_rate_pct(by_status[SYNCED] + by_status[LEGACY_FIELD], valid_live_readable + unverified),
+        "users_no_account": len(summaries) - len(accounts),
+        "users_with_problems": sum(1 for s in accounts if int(s.get("problems", 0)) > 0),
+        "moods_unverified": unverified,
+        "logins_checked": len(checked),
+        "logins_broken": sum(1 for s in checked if s.get("login") != LOGIN_OK),
+    }
+
+
+def something_wrong(total: dict) -> bool:
+    """Whether the audit exits 1: problems, unreadable users, or (when checked) broken logins."""
+    return total["problems"] > 0 or total["users_unreadable"] > 0 or total.get("logins_broken", 0) > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Repos nobody in Mongo owns
+
+
+@dataclass(frozen=True)
+class OrphanRepo:
+    did: str
+    records: int  # mood records in the repo
+    reason: str
+
+
+def _dids_known_to_mongo(store, dids: list[str], chunk: int = 1000) -> set[str]:
+    known: set[str] = set()
+    users = store.db.users
+    for k in range(0, len(dids), chunk):
+        part = dids[k : k + chunk]
+        for doc in users.find({"atproto.did": {"$in": part}}, {"atproto.did": 1}):
+            atproto = doc.get("atproto")
+            if isinstance(atproto, dict) and isinstance(atproto.get("did"), str):
+                known.add(atproto["did"])
+    return known
+
+
+def _orphan_reason(store, records: list[PdsRecord]) -> str:
+    from bson import ObjectId
+
+    refs = []
+    for record in records:
+        ref = record.mood_ref
+        if ref and len(ref) == 24:
+            try:
+                refs.append(ObjectId(ref))
+            except Exception:  # noqa: BLE001 - not an ObjectId: says nothing about the owner
+                pass
+        if len(refs) >= 50:
+            break
+    doc = store.db.moods.find_one({"_id": {"$in": refs}}, {"user": 1}) if refs else None
+    sub = doc.get("user") if doc else None
+    if not isinstance(sub, str):
+        return "no Mongo user holds this DID and no mood of its records is in Mongo"
+    if store.db.users.find_one({"_id": sub}, {"_id": 1}) is None:
+        return f"its records' moods belong to {sub}, who has no users document any more"
+    return f"its records' moods belong to {sub}, whose users.atproto no longer names this DID"
+
+
+def find_orphan_repos(store, pds, *, concurrency: int = 4) -> tuple[list[OrphanRepo], dict]:
+    """Repos on the PDS (com.atproto.sync.listRepos) holding mood records whose DID no Mongo
+    user holds (``users.atproto.did``): the user is gone or has no ``atproto`` any more.
+
+    Returns (orphans by DID, facts: ``repos`` listed, ``repos_inactive`` skipped (deactivated or
+    taken down: their records cannot be read), ``repos_unknown`` DIDs not in Mongo,
+    ``repos_unreadable`` of those).
+    """
+    repos = pds.list_repos()
+    active = [r for r in repos if r.get("active", True) is not False and isinstance(r.get("did"), str)]
+    dids = sorted({r["did"] for r in active})
+    unknown = sorted(set(dids) - _dids_known_to_mongo(store, dids))
+    facts = {"repos": len(repos), "repos_inactive": len(repos) - len(active), "repos_unknown": len(unknown),
+             "repos_unreadable": 0}
+
+    def look(did: str) -> OrphanRepo | str | None:
+        try:
+            records = list_records_paged(pds, did)
+        except PdsError as exc:
+            return unreadable_reason(exc)
+        if not records:
+            return None
+        return OrphanRepo(did=did, records=len(records), reason=_orphan_reason(store, records))
+
+    orphans: list[OrphanRepo] = []
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="orphan-repos") as pool:
+        for did, found in zip(unknown, pool.map(look, unknown)):
+            if isinstance(found, OrphanRepo):
+                orphans.append(found)
+            elif isinstance(found, str):
+                facts["repos_unreadable"] += 1
+                log.info("repo %s not in Mongo and unreadable: %s", did, found)
+    return orphans, facts
