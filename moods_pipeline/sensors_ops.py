@@ -8,7 +8,8 @@
   * the latest live-sync latency materialization -> ``latency_p95`` (above
     ``MOODS_ALERT_LATENCY_P95_S``);
   * new asset observations whose ``error`` metadata is a login failure (the backfill records a
-    user it could not sync as an observation with its ``error``) ->
+    user it could not sync as an observation with its ``error``), and new ``mood_audit``
+    materializations whose ``login`` metadata is one (``audit --check-logins``) ->
     ``login_failures``;
   * new asset check evaluations that did not pass -> ``check_failed``.
 
@@ -41,7 +42,10 @@ LATENCY_P95_KEY = "p95_s"
 LATENCY_SAMPLES_KEY = "samples"
 # Assets whose observations are read for login failures when the sensor runs without its code
 # location (tests); in the daemon it reads every asset of the code location.
-DEFAULT_OBSERVED_ASSETS = (dg.AssetKey("mood_backfill"),)
+DEFAULT_OBSERVED_ASSETS = (dg.AssetKey("mood_backfill"), dg.AssetKey("mood_audit"))
+# Assets whose materializations can carry a failed login (`audit --check-logins`: "login").
+LOGIN_MATERIALIZATIONS = (dg.AssetKey("mood_audit"),)
+LOGIN_FIELDS = ("error", "login")
 EVENT_PAGE = 1000  # observation records read per query
 MAX_PAGES = 20  # pages per asset per tick; the rest wait for the next tick
 CHECK_HISTORY = 100  # latest executions read per check per tick
@@ -80,7 +84,8 @@ def _latest_materialization(instance, key):
 
 
 def _load_cursor(raw: Optional[str]) -> dict:
-    cursor = {"v": CURSOR_VERSION, "summary": 0, "latency": 0, "observations": {}, "checks": {}, "pending": {}}
+    cursor = {"v": CURSOR_VERSION, "summary": 0, "latency": 0, "observations": {}, "materializations": {},
+              "checks": {}, "pending": {}}
     if raw:
         try:
             data = json.loads(raw)
@@ -107,38 +112,48 @@ def _check_keys(repository_def) -> list:
     return sorted(repository_def.asset_graph.asset_check_keys, key=lambda k: k.to_user_string())
 
 
-def _observations_after(instance, key, after: int):
-    """Observations of one asset after a storage id, oldest first, at most MAX_PAGES pages."""
+def _events_after(fetch, key, after: int):
+    """Records of one asset after a storage id, oldest first, at most MAX_PAGES pages."""
     for _ in range(MAX_PAGES):
-        page = instance.fetch_observations(
-            dg.AssetRecordsFilter(asset_key=key, after_storage_id=after or None), limit=EVENT_PAGE, ascending=True
-        ).records
+        page = fetch(dg.AssetRecordsFilter(asset_key=key, after_storage_id=after or None), limit=EVENT_PAGE,
+                     ascending=True).records
         yield from page
         if len(page) < EVENT_PAGE:
             return
         after = page[-1].storage_id
 
 
+def _login_failure(record) -> Optional[alerts.LoginFailure]:
+    metadata = _metadata_of(record)
+    reason = next((str(_value(metadata[k])) for k in LOGIN_FIELDS
+                   if k in metadata and str(_value(metadata[k]) or "").startswith("login failed")), None)
+    if reason is None:
+        return None
+    handle = str(_value(metadata.get("handle")) or "")
+    did = str(_value(metadata.get("did")) or "") or _partition_of(record)
+    return alerts.LoginFailure(label=handle if handle.startswith("@") else (did or "?"), did=did, reason=reason)
+
+
 def login_failures_since(instance, cursor: dict, asset_keys) -> list:
-    """Login failures recorded as ``error`` metadata of asset observations after the cursor (a
-    user the backfill could not sync gets an observation with its ``error``; other assets that
-    report a failed user the same way count too); advances the cursor (per asset)."""
+    """Login failures recorded in asset metadata after the cursor; advances it (per asset).
+
+    Read from the ``error`` or ``login`` metadata of observations of every asset (a user the
+    backfill could not sync gets an observation with its ``error``) and of materializations of
+    the assets in LOGIN_MATERIALIZATIONS (``mood_audit --check-logins`` records ``login``)."""
     failures = []
-    for key in asset_keys:
+    streams = [("observations", instance.fetch_observations, key) for key in asset_keys]
+    streams += [("materializations", instance.fetch_materializations, key)
+                for key in asset_keys if key in LOGIN_MATERIALIZATIONS]
+    for kind, fetch, key in streams:
         name = key.to_user_string()
-        seen = cursor["observations"].get(name, 0)
-        for record in _observations_after(instance, key, seen):
+        seen = cursor[kind].get(name, 0)
+        for record in _events_after(fetch, key, seen):
             seen = max(seen, record.storage_id)
-            metadata = _metadata_of(record)
-            error = str(_value(metadata.get("error")) or "")
-            if not error.startswith("login failed"):
-                continue
-            handle = str(_value(metadata.get("handle")) or "")
-            did = str(_value(metadata.get("did")) or "") or _partition_of(record)
-            label = handle if handle.startswith("@") else (did or "?")
-            failures.append(alerts.LoginFailure(label=label, did=did, reason=error))
+            failure = _login_failure(record)
+            if failure is not None:
+                failures.append(failure)
         if seen:
-            cursor["observations"][name] = seen
+            cursor[kind][name] = seen
     return failures
 
 
@@ -229,7 +244,8 @@ def evaluate_health(instance, raw_cursor: Optional[str], thresholds: alerts.Aler
     cursor = _load_cursor(raw_cursor)
     logins = login_failures_since(instance, cursor, _asset_keys(repository_def))
     checks = failed_checks_since(instance, cursor, _check_keys(repository_def))
-    position = hashlib.sha256(json.dumps([cursor["observations"], cursor["checks"]], sort_keys=True).encode()).hexdigest()[:12]
+    position = json.dumps([cursor["observations"], cursor["materializations"], cursor["checks"]], sort_keys=True)
+    position = hashlib.sha256(position.encode()).hexdigest()[:12]
     found = [
         summary_alert_since(instance, cursor, thresholds),
         latency_alert_since(instance, cursor, thresholds),

@@ -312,6 +312,12 @@ def test_health_sensor_reports_login_failures_and_failed_checks(dagster_instance
     dagster_instance.report_runless_asset_event(
         dg.AssetObservation(asset_key="mood_backfill", metadata=outcome_metadata(ok))
     )
+    # `audit --check-logins` records a broken login as the user's `login` metadata.
+    dagster_instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key="mood_audit", metadata={"did": "did:plc:audited", "handle": "@carol", "problems": 0,
+                                          "login": "login failed: POST com.atproto.server.createSession HTTP 401"}))
+    dagster_instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key="mood_audit", metadata={"did": "did:plc:fine", "handle": "@dan", "login": "ok"}))
     dagster_instance.report_runless_asset_event(
         dg.AssetCheckEvaluation(asset_key=dg.AssetKey("mood_audit"), check_name="no_problems", passed=False,
                                 metadata={"problems": 4, "note": dg.MetadataValue.text("free text stays out")},
@@ -329,7 +335,10 @@ def test_health_sensor_reports_login_failures_and_failed_checks(dagster_instance
     assert "sent 2 alerts: login_failures, check_failed" in str(result.skip_reason)
     by_rule = {b["rule"]: b for b in receiver.bodies}
     assert set(by_rule) == {"login_failures", "check_failed"}
-    assert by_rule["login_failures"]["items"][0].startswith("@alice (did:plc:badpw): login failed")
+    items = by_rule["login_failures"]["items"]
+    assert len(items) == 2 and by_rule["login_failures"]["details"]["users"] == 2
+    assert items[0].startswith("@alice (did:plc:badpw): login failed")
+    assert items[1].startswith("@carol (did:plc:audited): login failed")
     assert by_rule["check_failed"]["details"] == {"evaluations": 1, "checks": 1}
     assert by_rule["check_failed"]["items"] == ["mood_audit:no_problems (ERROR): problems=4"]
     assert "free text stays out" not in json.dumps(receiver.bodies)
