@@ -64,6 +64,14 @@ def pds(local_pds):
 
 
 @pytest.fixture
+def store(test_settings):
+    """The pipeline's MongoStore on the test database (its client closed afterwards)."""
+    opened = store_for(test_settings)
+    yield opened
+    opened.client.close()
+
+
+@pytest.fixture
 def proxy(local_pds):
     with FaultProxy(local_pds.url) as running:
         yield running
@@ -88,17 +96,17 @@ def own_pds(tmp_path: Path):
         plc.stop()
 
 
-def test_pds_sigkill_mid_backfill_then_restart_and_rerun(own_pds, mongo_db, test_settings, reliability_record):
-    n_users, per_user = 12, 40
+def test_pds_sigkill_mid_backfill_then_restart_and_rerun(store, own_pds, mongo_db, test_settings, reliability_record):
+    n_users, per_user, kill_after = 8, 60, 6
     users = [add_user(mongo_db, account, moods=per_user) for account in accounts(own_pds.url, "kill", n_users)]
     total = n_users * per_user
-    store = store_for(test_settings)
-    first_batch = threading.Event()
+    batches_done = threading.Semaphore(0)
     killed = threading.Event()
     port = own_pds.port
 
     def killer() -> None:
-        if first_batch.wait(60):
+        # Once a few batches have landed, with other users' batches in flight.
+        if all(batches_done.acquire(timeout=60) for _ in range(kill_after)):
             own_pds.kill()  # SIGKILL: no goodbye, an in-flight request just loses its connection
             killed.set()
 
@@ -109,7 +117,7 @@ def test_pds_sigkill_mid_backfill_then_restart_and_rerun(own_pds, mongo_db, test
     try:
         outcomes = backfill_users(
             accounts_of(store, users), store, client, concurrency=4, options=options,
-            on_batch=lambda outcome, done, n: first_batch.set(),
+            on_batch=lambda outcome, done, n: batches_done.release(),
         )
     finally:
         client.close()
@@ -139,12 +147,12 @@ def test_pds_sigkill_mid_backfill_then_restart_and_rerun(own_pds, mongo_db, test
         after = tally(store, client, users)
         reliability_record(
             "PDS SIGKILL mid-backfill",
-            f"SIGKILL of the PDS once the first batch landed ({n_users} users x {per_user} moods, 4 at once, "
-            f"batches of 10); restart on the same port, data and secrets",
+            f"SIGKILL of the PDS once {kill_after} batches had landed ({n_users} users x {per_user} moods, "
+            f"4 users at once, batches of 10); restart on the same port, data and secrets",
             total, after.lost, after.duplicated,
             f"{len(failed_users)} users failed cleanly (PDS unreachable); {on_pds} records and "
             f"{pointers_at_kill} pointers were written before the kill; the re-run created "
-            f"{total - on_pds} and pointed {on_pds - pointers_at_kill} records that had no pointer",
+            f"{total - on_pds} and pointed the {on_pds - pointers_at_kill} records that had landed without a pointer",
         )
         assert after.clean, after
         assert check_invariant(store, client, users) == total
@@ -280,8 +288,9 @@ def test_mongo_failpoint_mid_run_fails_cleanly_or_recovers(case, mongo_world, ma
         + f", {times} time(s); {len(failed)} failed `{command}` seen by a CommandListener",
         total, after.lost, after.duplicated,
         ("pymongo's retryable write absorbed it; nothing failed" if expected == "recovers"
-         else f"1 user failed cleanly ({broken[0].error.split(':')[0]}); the re-run "
-              f"pointed {sum(o.pointers_written for o in rerun)} and created {sum(o.created for o in rerun)}"),
+         else f"1 user failed cleanly ({broken[0].error.split(':')[0]}); the re-run created "
+              f"{sum(o.created for o in rerun)} and pointed {sum(o.pointers_written - o.created for o in rerun)} "
+              "records that had landed without a pointer"),
     )
     assert after.clean, after
     assert check_invariant(store, pds, users) == total
@@ -352,10 +361,9 @@ def test_mongo_sigkill_and_restart_mid_run(own_mongo, mongo_world, make_account,
 # --- (c) 429s with RateLimit-* headers ---------------------------------------------------------------
 
 
-def test_429s_are_waited_out_until_the_reset_the_headers_name(proxy, mongo_db, make_account, test_settings, pds,
+def test_429s_are_waited_out_until_the_reset_the_headers_name(store, proxy, mongo_db, make_account, test_settings, pds,
                                                               reliability_record):
     users = [add_user(mongo_db, make_account("rl"), moods=30) for _ in range(3)]
-    store = store_for(test_settings)
     reset_at = math.ceil(time.time()) + 2
     rule = proxy.rate_limit(nsid=APPLY_WRITES, count=3, reset_at=reset_at, limit=5000, window_s=3600)
     client = PdsClient(proxy.url)
@@ -386,10 +394,9 @@ def test_429s_are_waited_out_until_the_reset_the_headers_name(proxy, mongo_db, m
     assert after.clean, after
 
 
-def test_a_429_resetting_in_an_hour_fails_the_moods_without_hammering(proxy, mongo_db, make_account, test_settings,
+def test_a_429_resetting_in_an_hour_fails_the_moods_without_hammering(store, proxy, mongo_db, make_account,
                                                                        pds, reliability_record):
     user = add_user(mongo_db, make_account("rlh"), moods=40)
-    store = store_for(test_settings)
     rule = proxy.rate_limit(nsid=APPLY_WRITES, reset_in_s=3600, limit=5000, window_s=3600)
     client = PdsClient(proxy.url, max_rate_limit_wait_s=5)
     try:
@@ -427,11 +434,10 @@ def dagster_backfill(instance, settings, users):
     return run_ids, {o.did: o for run_id in run_ids for o in results.run_backfill(run_id)}
 
 
-def test_a_500_for_one_records_batch_fails_that_mood_alone(proxy, mongo_db, make_account, test_settings,
+def test_a_500_for_one_records_batch_fails_that_mood_alone(store, proxy, mongo_db, make_account, test_settings,
                                                           dagster_instance, pds, reliability_record):
     target_user = add_user(mongo_db, make_account("poison"), texts=[f"SECRET-MOOD-{i} ☔" for i in range(25)])
     other = add_user(mongo_db, make_account("bystand"), moods=10)
-    store = store_for(test_settings)
     plan = plan_user(store.moods_of(target_user.sub), [])
     target = plan.creates[12]
     rule = proxy.fail(500, nsid=APPLY_WRITES, body_contains=f'"rkey":"{target.rkey}"')
@@ -485,7 +491,7 @@ def repo_revs(client: PdsClient) -> dict[str, str]:
     return {repo["did"]: repo.get("rev") for repo in client.list_repos()}
 
 
-def test_wrong_credentials_fail_that_user_and_change_no_repo(proxy, mongo_db, make_account, test_settings, pds,
+def test_wrong_credentials_fail_that_user_and_change_no_repo(store, proxy, mongo_db, make_account, test_settings, pds,
                                                              reliability_record):
     good = add_user(mongo_db, make_account("credok"), moods=5)
     wrong = add_user(mongo_db, make_account("credpw"), moods=5, password="definitely-not-the-password")
@@ -493,7 +499,6 @@ def test_wrong_credentials_fail_that_user_and_change_no_repo(proxy, mongo_db, ma
     mallory = make_account("mallory")
     # Mallory's row names the victim's DID, with Mallory's own (working) password.
     other_did = add_user(mongo_db, victim, moods=5, password=mallory.password.reveal())
-    store = store_for(test_settings)
     before = repo_revs(pds)
     snapshots = {did: repo_snapshot(pds, did) for did in (wrong.did, victim.did, mallory.did)}
     client = PdsClient(proxy.url)
@@ -529,11 +534,10 @@ def test_wrong_credentials_fail_that_user_and_change_no_repo(proxy, mongo_db, ma
     "BUG: two users rows holding the same atproto.did and password (credentials copied) both log in "
     "as that account, so one user's moods are written into the other's repo. Proposed fix: a DID claimed "
     "by more than one users document is refused for every claimant (reason names the subs)."))
-def test_credentials_copied_from_another_user_write_nothing(mongo_db, make_account, test_settings, pds):
+def test_credentials_copied_from_another_user_write_nothing(store, mongo_db, make_account, test_settings, pds):
     owner_account = make_account("owner")
     owner = add_user(mongo_db, owner_account, moods=3)
     copycat = add_user(mongo_db, owner_account, moods=3)  # the whole atproto block copied
-    store = store_for(test_settings)
     outcome = sync_user(store.user_by_sub(copycat.sub), store, pds, options=FAST)
     on_pds = repo_snapshot(pds, owner.did)
     assert not any(value.get("ref") in copycat.mood_ids for value in on_pds.values()), (
@@ -544,11 +548,10 @@ def test_credentials_copied_from_another_user_write_nothing(mongo_db, make_accou
 # --- (f) two backfills of the same user at once --------------------------------------------------------
 
 
-def test_two_backfills_of_the_same_user_at_once(mongo_db, make_account, test_settings, local_pds, pds,
+def test_two_backfills_of_the_same_user_at_once(store, mongo_db, make_account, test_settings, local_pds, pds,
                                                 reliability_record):
     n = 300
     user = add_user(mongo_db, make_account("race"), moods=n)
-    store = store_for(test_settings)
     account = store.user_by_sub(user.sub)
     barrier = threading.Barrier(2)
     outcomes: list = [None, None]

@@ -116,6 +116,14 @@ def ops_of(nsid: str, body: dict) -> list[dict]:
     return [{"collection": body.get("collection"), "rkey": body.get("rkey"), "value": body.get("record")}]
 
 
+@pytest.fixture
+def store(test_settings):
+    """The pipeline's MongoStore on the test database (its client closed afterwards)."""
+    opened = store_for(test_settings)
+    yield opened
+    opened.client.close()
+
+
 # --- the command line, end to end ------------------------------------------------------------------
 
 
@@ -175,7 +183,7 @@ def mood_texts(tag: str, n: int = 8) -> list[str]:
 
 @pytest.mark.integration
 def test_a_full_cli_run_leaks_no_secret_and_writes_only_to_each_authors_repo(
-    local_pds, mongo_db, make_account, test_settings, tmp_path
+    store, local_pds, mongo_db, make_account, test_settings, tmp_path
 ):
     accounts = [make_account("sec") for _ in range(3)]
     users = [add_user(mongo_db, account, texts=mood_texts(str(n))) for n, account in enumerate(accounts)]
@@ -183,7 +191,6 @@ def test_a_full_cli_run_leaks_no_secret_and_writes_only_to_each_authors_repo(
     wrong = add_user(mongo_db, wrong_account, texts=mood_texts("w"), password="stored-but-wrong-" + "z" * 16)
     add_user(mongo_db, None, texts=mood_texts("none"))  # no PDS account
     mongo_db.moods.insert_one({"user": users[0].sub, "mood": "   ", "when": BASE_WHEN})  # one invalid mood
-    store = store_for(test_settings)
     poisoned = plan_user(store.moods_of(users[1].sub), []).creates[3]
 
     spy = Spy()
@@ -302,14 +309,13 @@ def test_a_session_refuses_another_repo_before_sending_anything():
     assert [json.loads(r.content)["repo"] for r in pds.requests[1:]] == [OWN] * 3
 
 
-def test_a_login_that_comes_back_for_another_did_is_refused_and_nothing_is_written(mongo_db, make_account,
+def test_a_login_that_comes_back_for_another_did_is_refused_and_nothing_is_written(store, mongo_db, make_account,
                                                                                     test_settings):
     user = add_user(mongo_db, make_account("didmm"), moods=3)
     pds = RecordingPds(OTHER)  # the PDS says the stored credentials belong to someone else
     client = PdsClient("http://pds.invalid", transport=httpx.MockTransport(pds.handler))
     with pytest.raises(LoginFailed, match="names another account"):
         client.login(OWN, Secret("pw"), expected_did=OWN)
-    store = store_for(test_settings)
     real = PdsClient(test_settings.pds_url)
     account = store.user_by_sub(user.sub)
 
@@ -331,10 +337,9 @@ def test_a_login_that_comes_back_for_another_did_is_refused_and_nothing_is_writt
 
 
 @pytest.mark.integration
-def test_live_deletes_and_erase_touch_only_mood_records(local_pds, mongo_db, make_account, test_settings):
+def test_live_deletes_and_erase_touch_only_mood_records(store, local_pds, mongo_db, make_account, test_settings):
     account = make_account("coll")
     user = add_user(mongo_db, account, moods=6)
-    store = store_for(test_settings)
     direct = PdsClient(local_pds.url)
     session = direct.login(account.did, account.password, expected_did=account.did)
     # Records of other collections, one even carrying a mood's id, and a lexicon-like record.
@@ -369,7 +374,7 @@ def test_live_deletes_and_erase_touch_only_mood_records(local_pds, mongo_db, mak
     direct.close()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_repair_plans_and_the_writer_only_write_mood_records_that_exist(scenario):
     moods, records, nuke_policy, tolerance = scenario
