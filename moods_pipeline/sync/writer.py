@@ -167,7 +167,16 @@ class BatchRunner(Generic[T]):
                 return
             error: PdsError = exc
             retried = True  # resending the same body cannot help: split at once
-        except (PdsUnavailable, RateLimited):
+        except PdsUnavailable:
+            # A dropped connection or a timeout may have lost only the answer: if a re-read finds
+            # the whole batch on the PDS, it is settled like any landed batch and the run goes on.
+            # Otherwise (or if the re-read fails too) the PDS is taken to be gone: run() fails the
+            # rest at once.
+            if self.replan_after_failure(batch):
+                raise
+            log.info("batch of %d: the answer was lost, but the batch is on the PDS", len(batch))
+            return
+        except RateLimited:
             raise  # splitting the batch cannot help: run() fails the rest at once
         except PdsError as exc:
             error = exc
