@@ -1,7 +1,8 @@
 """Real faults injected into the real local stack: nothing lost, duplicated or leaked.
 
 Each test injects one fault (a SIGKILLed PDS, MongoDB failpoints and a MongoDB restart, 429s
-and 500s from the fault proxy, wrong credentials, two runs at once), proves that the fault
+and 500s from the fault proxy, wrong credentials, two runs at once, a lost answer, a write that
+lands after the client gave up), proves that the fault
 really fired, lets the run fail cleanly or recover, runs the backfill again and ends with
 CONTRACT.md's invariant (``world.check_invariant``). Each records a row for the reliability
 table (``moods_pipeline_tests.reliability``; ``bench/reliability.py`` prints it).
@@ -588,3 +589,68 @@ def test_two_backfills_of_the_same_user_at_once(store, mongo_db, make_account, t
     )
     assert after.clean, after
     assert check_invariant(store, pds, [user]) == n
+
+
+# --- (g) a lost response: the batch landed, the client never heard -----------------------------------
+
+
+def test_a_lost_response_is_matched_not_rewritten(store, proxy, mongo_db, make_account, pds, reliability_record):
+    user = add_user(mongo_db, make_account("lost"), moods=60)
+    rule = proxy.drop(nsid=APPLY_WRITES, count=1, after_forward=True)  # the first batch lands; its answer is lost
+    client = fast_client(proxy.url)
+    try:
+        outcome = sync_user(store.user_by_sub(user.sub), store, client, options=replace(FAST, max_batch_writes=20))
+    finally:
+        client.close()
+    assert rule.fired == 1 and proxy.count(outcome="drop_after_forward") == 1
+    first = tally(store, pds, [user])
+    assert first.duplicated == 0
+    rerun = sync_user(store.user_by_sub(user.sub), store, pds, options=FAST)
+    assert rerun.ok
+    after = tally(store, pds, [user])
+    reliability_record(
+        "lost response (connection dropped after the PDS wrote)",
+        "the proxy forwarded the first applyWrites batch of 20, then closed the connection unanswered",
+        60, after.lost, after.duplicated,
+        f"first run: created {outcome.created}, found {outcome.already_synced} already there, "
+        f"failed {len(outcome.failed)}; the re-run created {rerun.created} and pointed "
+        f"{rerun.pointers_written - rerun.created}",
+    )
+    assert after.clean, after
+    assert check_invariant(store, pds, [user]) == 60
+    assert outcome.ok, (outcome.error, outcome.failed[:1], len(outcome.failed))
+
+
+# --- (h) a write that lands after the client gave up on it ------------------------------------------
+
+
+def test_a_write_landing_after_the_client_timed_out_is_matched_not_duplicated(store, proxy, mongo_db, make_account,
+                                                                              pds, reliability_record):
+    user = add_user(mongo_db, make_account("late"), moods=30)
+    rule = proxy.delay(2.5, nsid=APPLY_WRITES, count=1)  # held back, then forwarded all the same
+    client = fast_client(proxy.url, timeout=1)
+    try:
+        outcome = sync_user(store.user_by_sub(user.sub), store, client, options=replace(FAST, max_batch_writes=10))
+    finally:
+        client.close()
+    assert rule.fired == 1
+    # The client timed out, re-read the repo (nothing there yet) and failed the rest of the user.
+    assert not outcome.ok and outcome.created == 0
+    assert all("ReadTimeout" in reason for _, reason in outcome.failed), outcome.failed[:1]
+    deadline = time.monotonic() + 10
+    while proxy.count(outcome="delay") < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    landed_late = len(repo_snapshot(pds, user.did))
+    assert landed_late == 10, "the held-back batch should have landed after the client gave up"
+    rerun = sync_user(store.user_by_sub(user.sub), store, pds, options=FAST)
+    assert rerun.ok and rerun.created == 20 and rerun.pointers_written == 30
+    after = tally(store, pds, [user])
+    reliability_record(
+        "write landing after the client timed out",
+        "the proxy held the first applyWrites (10 records) 2.5 s, past the client's 1 s timeout, then forwarded it",
+        30, after.lost, after.duplicated,
+        f"the run failed the user's {len(outcome.failed)} moods (ReadTimeout; the re-read found nothing yet); the "
+        f"batch landed {landed_late} records later; the re-run matched them by ref (pointed 10) and created 20",
+    )
+    assert after.clean, after
+    assert check_invariant(store, pds, [user]) == 30
