@@ -39,6 +39,8 @@ from moods_pipeline_tests.reliability import reliability_record  # noqa: F401 - 
 from moods_pipeline_tests.test_repair_plan import USER, scenarios
 from moods_pipeline_tests.world import add_user, check_invariant, definitions_for, repo_snapshot, store_for
 
+pytestmark = pytest.mark.timeout(120)  # every test bounded
+
 UTC = timezone.utc
 WHEN = datetime(2024, 5, 1, 8, 30, 0, 250000, tzinfo=UTC)
 MISSING = object()

@@ -33,7 +33,7 @@ from moods_pipeline_tests.reliability import reliability_record, tally  # noqa: 
 from moods_pipeline_tests.support.fault_proxy import FaultProxy
 from moods_pipeline_tests.world import add_user, check_invariant, definitions_for, repo_snapshot, store_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]  # every test bounded
 
 APPLY_WRITES = "com.atproto.repo.applyWrites"
 # Fast failure handling: the faults are real, the waiting need not be long.

@@ -45,6 +45,8 @@ from moods_pipeline_tests.support.fault_proxy import FaultProxy
 from moods_pipeline_tests.test_repair_plan import USER, scenarios
 from moods_pipeline_tests.world import BASE_WHEN, add_user, repo_snapshot, store_for
 
+pytestmark = pytest.mark.timeout(120)  # every test bounded
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CLI = REPO_ROOT / ".venv" / "bin" / "moods-pipeline"
 JWT_RE = re.compile(rb"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+")
@@ -143,7 +145,7 @@ def run_cli(argv: list[str], *, test_settings, pds_url: str, admin_password: Sec
         "DAGSTER_HOME": str(dagster_home),
         "MOODS_STATE_DIR": str(state_dir),
     }
-    done = subprocess.run([str(CLI), *argv], env=env, cwd=tmp_path, capture_output=True, timeout=240)
+    done = subprocess.run([str(CLI), *argv], env=env, cwd=tmp_path, capture_output=True, timeout=100)
     return done, (state_dir, dagster_home, home)
 
 
