@@ -230,30 +230,9 @@ class CatchupState:
 
 # --- candidates ----------------------------------------------------------------------------------
 
-_PROJECTION = {"user": 1, "mood": 1, "when": 1, "deleted": 1, "atproto": 1}
 
-
-def _mood_of(doc: dict) -> Mood:
-    pointer = doc.get("atproto") if isinstance(doc.get("atproto"), dict) else {}
-    rkey = pointer.get("rkey")
-    return Mood(id=str(doc["_id"]), user=doc.get("user"), text=doc.get("mood"), when=doc.get("when"),
-                deleted=doc.get("deleted") is True, rkey=rkey if isinstance(rkey, str) else None)
-
-
-def unsynced_live_docs(store, cutoff: float, limit: int, horizon: float | None = None):
-    """Live moods without a pointer, ``when`` at or before ``cutoff`` (and at or after
-    ``horizon``), newest first. (A read MongoStore lacks; it uses the ``{when: 1}`` index.)"""
-    when: dict = {"$lte": datetime.fromtimestamp(cutoff, tz=timezone.utc)}
-    if horizon is not None:
-        when["$gte"] = datetime.fromtimestamp(max(horizon, 0), tz=timezone.utc)
-    query = {"deleted": {"$ne": True}, "atproto.rkey": {"$exists": False}, "when": when}
-    return store.db.moods.find(query, _PROJECTION).sort("when", -1).limit(limit)
-
-
-def nuked_pointed_docs(store, limit: int):
-    """Nuked moods that still have a pointer. (A read MongoStore lacks.)"""
-    query = {"deleted": True, "atproto.rkey": {"$exists": True}}
-    return store.db.moods.find(query, _PROJECTION).sort("_id", 1).limit(limit)
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc)
 
 
 @dataclass
@@ -325,9 +304,9 @@ def find_candidates(store, state: CatchupState, policy: CatchupPolicy, now: floa
         return True
 
     horizon = now - policy.max_age_s if policy.max_age_s is not None else None
-    for doc in unsynced_live_docs(store, now - policy.grace_s, policy.scan_limit, horizon):
+    for mood in store.unsynced_live_moods(_utc(now - policy.grace_s), policy.scan_limit,
+                                          _utc(max(horizon, 0)) if horizon is not None else None):
         found.scanned += 1
-        mood = _mood_of(doc)
         seen.add(mood.id)
         if isinstance(build_record(mood), Invalid):
             found.invalid += 1
@@ -342,9 +321,8 @@ def find_candidates(store, state: CatchupState, policy: CatchupPolicy, now: floa
 
     if policy.nuke_policy == "delete":
         scanned_nuked = 0
-        for doc in nuked_pointed_docs(store, policy.scan_limit):
+        for mood in store.nuked_moods_with_pointer(policy.scan_limit):
             scanned_nuked += 1
-            mood = _mood_of(doc)
             seen.add(mood.id)
             if not eligible(mood, DELETE):
                 continue

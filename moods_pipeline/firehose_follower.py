@@ -40,7 +40,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
-from bson import ObjectId
 
 from moods_pipeline import MOOD_COLLECTION
 from moods_pipeline.pds.firehose import Commit, FirehoseError, iter_commits
@@ -268,14 +267,6 @@ class FirehoseFollower:
             self._dids[did] = user.sub if user else None
         return self._dids[did]
 
-    def _moods(self, refs: set[str]) -> dict[str, dict]:
-        ids = [ObjectId(r) for r in refs if ObjectId.is_valid(r)]
-        if not ids:
-            return {}
-        # One query per batch (a read MongoStore lacks: user and when of many moods by id).
-        cursor = self.store.db.moods.find({"_id": {"$in": ids}}, {"user": 1, "when": 1})
-        return {str(doc["_id"]): doc for doc in cursor}
-
     def _process(self, commits: list[Commit], report: DrainReport) -> None:
         if not commits:
             return
@@ -286,7 +277,7 @@ class FirehoseFollower:
                     ref = op.record.get("ref") or op.record.get("mongoId")
                     if isinstance(ref, str):
                         refs.add(ref)
-        moods = self._moods(refs)
+        moods = self.store.moods_by_id(sorted(refs))
         started = self.started_at
         measured = {s[0] for s in self.state.latencies}
         state = self.state
@@ -320,7 +311,7 @@ class FirehoseFollower:
                     reason = "record carries no mood id"
                 elif mood is None:
                     reason = "no Mongo mood has this id"
-                elif mood.get("user") != self._sub_of(commit.did):
+                elif mood.user != self._sub_of(commit.did):
                     reason = "the mood belongs to another user"
                 if reason:
                     state.unmatched += 1
@@ -334,7 +325,7 @@ class FirehoseFollower:
                     continue
                 state.confirmed += 1
                 report.confirmed += 1
-                when = mood.get("when")
+                when = mood.when
                 if (op.action == "create" and isinstance(when, datetime) and commit.time is not None
                         and _aware(when) >= started and ref not in measured):
                     seconds = (commit.time - _aware(when)).total_seconds()
