@@ -17,7 +17,6 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Callable
 
 from moods_pipeline.settings import DEFAULT_DAGSTER_HOME, ConfigError, load_settings
 
@@ -223,10 +222,13 @@ def cmd_backfill(args) -> int:
     results = ResultsStore(settings.state_dir)
     outcomes = [o for run_id in run_ids for o in results.run_backfill(run_id)]
     outcomes += [
-        UserOutcome(sub=u.sub, did=u.did, handle=u.handle, no_account=True, error=NO_ACCOUNT, dry_run=args.dry_run)
+        UserOutcome(sub=u.sub, did=u.did, handle=u.handle, no_account=True, error=u.problem or NO_ACCOUNT,
+                    dry_run=args.dry_run)
         for u in without_account
     ]
     summary = summarize(outcomes, seconds=time.monotonic() - started, dry_run=args.dry_run)
+    if args.all:
+        summary["moods_without_user"] = store.moods_without_user()
     missing = len(syncable) - sum(1 for o in outcomes if not o.no_account)
     if missing > 0:
         # A run that died before reporting some users: they count as failed, never as done.
@@ -235,7 +237,9 @@ def cmd_backfill(args) -> int:
     if not args.dry_run and syncable:
         run_job(instance, "backfill_summary_job", quiet_run_config({}, args.verbose))
     for outcome in outcomes:
-        if outcome.error and not outcome.no_account:
+        if outcome.no_account and outcome.error != NO_ACCOUNT:
+            say(f"SKIPPED {outcome.label}: {outcome.error}")
+        elif outcome.error and not outcome.no_account:
             say(f"FAILED {outcome.label} ({outcome.did}): {outcome.error}")
         elif outcome.failed:
             say(f"FAILED {len(outcome.failed)} moods of {outcome.label}: first reason: {outcome.failed[0][1]}")
@@ -363,8 +367,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # Dagster marks backfill policies as beta; that warning means nothing to the CLI's user.
     warnings.filterwarnings("ignore", category=BetaWarning)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    # Only our own loggers go to DEBUG with -v: pymongo's and httpx's DEBUG logs carry whole
+    # documents and requests (passwords included).
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose:
+        logging.getLogger("moods_pipeline").setLevel(logging.DEBUG)
     try:
         return args.func(args)
     except (ConfigError, UsageError) as exc:

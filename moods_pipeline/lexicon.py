@@ -160,6 +160,11 @@ _DATETIME_RE = re.compile(
 _DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
 
+def is_did(s: object) -> bool:
+    """Whether ``s`` is a DID by the atproto syntax (did:<method>:<identifier>)."""
+    return isinstance(s, str) and _is_did(s)
+
+
 def is_nsid(s: object) -> bool:
     return isinstance(s, str) and s.isascii() and "\n" not in s and validate_nsid(s, soft_fail=True)
 

@@ -8,6 +8,7 @@ Dates are decoded with ``DATETIME_AUTO`` so that a date outside Python's range c
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Iterable
 
 import pymongo
@@ -16,13 +17,14 @@ from bson.codec_options import CodecOptions, DatetimeConversion
 from pymongo import UpdateOne
 
 from moods_pipeline.secret import Secret
-from moods_pipeline.sync.model import Mood, UserAccount
+from moods_pipeline.sync.model import Mood, UserAccount, did_problem
 
 log = logging.getLogger(__name__)
 
 CODEC_OPTIONS = CodecOptions(tz_aware=True, datetime_conversion=DatetimeConversion.DATETIME_AUTO)
 HANDLES = "@handles"
 LIVE = {"deleted": {"$ne": True}}
+MOOD_FIELDS = {"mood": 1, "when": 1, "deleted": 1, "atproto": 1, "user": 1}
 
 
 class SelectorError(ValueError):
@@ -56,23 +58,44 @@ class MongoStore:
         self.db = client.get_database(db_name, codec_options=CODEC_OPTIONS)
 
     # -- users -----------------------------------------------------------------------------
+    def _claimants(self, dids: list[str]) -> dict[str, list[str]]:
+        """DIDs (of these) that more than one users document holds, with the subs holding them."""
+        if not dids:
+            return {}
+        rows = self.db.users.aggregate([
+            {"$match": {"atproto.did": {"$in": dids}}},
+            {"$group": {"_id": "$atproto.did", "subs": {"$push": "$_id"}}},
+        ])
+        return {row["_id"]: sorted(row["subs"]) for row in rows if len(row["subs"]) > 1}
+
     def _accounts(self, users: Iterable[dict]) -> list[UserAccount]:
         users = list(users)
         handles = {
             row["_id"]: row.get("handle")
             for row in self.db[HANDLES].find({"_id": {"$in": [u["_id"] for u in users]}})
         }
+        atprotos = {u["_id"]: u.get("atproto") if isinstance(u.get("atproto"), dict) else {} for u in users}
+        claimants = self._claimants(sorted({a["did"] for a in atprotos.values() if isinstance(a.get("did"), str)}))
         accounts = []
         for user in users:
-            atproto = user.get("atproto") if isinstance(user.get("atproto"), dict) else {}
+            atproto = atprotos[user["_id"]]
             password = atproto.get("password")
+            raw_did = atproto.get("did")
+            # A DID that is not even a string cannot be a partition key: no DID, with the reason.
+            did = raw_did if isinstance(raw_did, str) and raw_did else None
+            problem = did_problem(raw_did) if raw_did not in (None, "") else None
+            if did in claimants:
+                # Copied credentials: logging in with them would write one user's moods into
+                # another's repo, so every claimant is refused until a person decides.
+                problem = f"atproto.did {did} is held by {len(claimants[did])} users ({', '.join(claimants[did])})"
             accounts.append(
                 UserAccount(
                     sub=user["_id"],
-                    did=atproto.get("did") or None,
+                    did=did,
                     handle=handles.get(user["_id"]),
                     password=Secret(password) if isinstance(password, str) and password else None,
                     pds_handle=atproto.get("handle"),
+                    problem=problem,
                 )
             )
         return sorted(accounts, key=lambda a: a.sub)
@@ -86,7 +109,10 @@ class MongoStore:
         found = self._accounts(self.db.users.find({"_id": {"$in": sorted(subs)}}))
         missing = subs - {a.sub for a in found}
         # Moods whose `user` names no users document: counted as users without an account.
-        found.extend(UserAccount(sub=sub, did=None, handle=None) for sub in sorted(missing))
+        found.extend(
+            UserAccount(sub=sub, did=None, handle=None, problem="moods name this sub, but no users document has it")
+            for sub in sorted(missing)
+        )
         return sorted(found, key=lambda a: a.sub)
 
     def syncable_users(self) -> list[UserAccount]:
@@ -127,14 +153,40 @@ class MongoStore:
     # -- moods -----------------------------------------------------------------------------
     def moods_of(self, sub: str) -> list[Mood]:
         """All of a user's moods, nuked included, in ObjectId order."""
-        cursor = self.db.moods.find(
-            {"user": sub}, {"mood": 1, "when": 1, "deleted": 1, "atproto": 1, "user": 1}
-        ).sort("_id", 1)
+        cursor = self.db.moods.find({"user": sub}, MOOD_FIELDS).sort("_id", 1)
         return [_mood_from_doc(doc) for doc in cursor]
 
     def mood(self, mood_id: str) -> Mood | None:
         doc = self.db.moods.find_one({"_id": ObjectId(mood_id)})
         return _mood_from_doc(doc) if doc else None
+
+    def moods_without_user(self) -> int:
+        """Moods whose `user` is missing or null: no one to sync them for."""
+        return self.db.moods.count_documents({"user": None})
+
+    def moods_by_id(self, mood_ids: list[str]) -> dict[str, Mood]:
+        """Many moods by id in one query (ids that are not ObjectIds are ignored)."""
+        ids = [ObjectId(m) for m in mood_ids if ObjectId.is_valid(m)]
+        if not ids:
+            return {}
+        return {str(doc["_id"]): _mood_from_doc(doc) for doc in self.db.moods.find({"_id": {"$in": ids}}, MOOD_FIELDS)}
+
+    def unsynced_live_moods(self, cutoff: datetime, limit: int, horizon: datetime | None = None) -> list[Mood]:
+        """Live moods without a pointer whose `when` is at or before ``cutoff`` (and at or after
+        ``horizon``), newest first; the `{when: 1}` index serves the range."""
+        when: dict = {"$lte": cutoff}
+        if horizon is not None:
+            when["$gte"] = horizon
+        query = {**LIVE, "atproto.rkey": {"$exists": False}, "when": when}
+        return [_mood_from_doc(d) for d in self.db.moods.find(query, MOOD_FIELDS).sort("when", -1).limit(limit)]
+
+    def nuked_moods_with_pointer(self, limit: int) -> list[Mood]:
+        query = {"deleted": True, "atproto.rkey": {"$exists": True}}
+        return [_mood_from_doc(d) for d in self.db.moods.find(query, MOOD_FIELDS).sort("_id", 1).limit(limit)]
+
+    def unset_account(self, sub: str) -> int:
+        """`$unset users.atproto`, as the application's account deletion does."""
+        return self.db.users.update_one({"_id": sub}, {"$unset": {"atproto": ""}}).modified_count
 
     def write_pointers(self, pairs: list[tuple[str, str]]) -> int:
         """Set atproto.rkey on each (mood_id, rkey) in one unordered bulk write."""

@@ -256,18 +256,20 @@ def test_bad_users_rows_fail_alone_with_a_reason(store, cli_env, mongo_db, make_
         assert f"FAILED @{outcome.handle}" in err
         reliability_record(f"users.atproto.did: {label}", repr(did), 2, 0, 0,
                            f"user failed: {outcome.error}", section="bad_input")
-    # The DID that is not a string: counted as failed, though without a reason of its own (see
-    # test_a_did_that_is_not_a_string_fails_with_its_reason).
-    assert summary["users_failed"] == len(BAD_DIDS) + 1
-    assert "1 users have no result" in err
+    assert summary["users_failed"] == len(BAD_DIDS)
+    # The DID that is not a string cannot name a repo (nor a partition): skipped, with its reason.
+    assert "SKIPPED @intdid: users.atproto.did is not a DID: a int, not a string" in err
     reliability_record("users.atproto.did not a string", "did: 12345", 2, 0, 0,
-                       "counted in users_failed, but reported only as '1 users have no result' "
-                       "(no reason of its own: known bug)", section="bad_input")
-    assert summary["skipped_no_account"] == 1  # auth0|nobody: moods naming no users document
+                       "skipped (counted in skipped_no_account) with the reason: users.atproto.did is not a DID",
+                       section="bad_input")
+    # auth0|nobody (moods naming no users document) and the int DID.
+    assert summary["skipped_no_account"] == 2
+    assert "SKIPPED auth0|nobody: moods name this sub, but no users document has it" in err
     reliability_record("mood.user names no user", "user: 'auth0|nobody'", 1, 0, 0,
-                       "counted in skipped_no_account; nothing written", section="bad_input")
+                       "counted in skipped_no_account with the reason; nothing written", section="bad_input")
+    assert summary["moods_without_user"] == 2
     reliability_record("mood without user", "no user field / user: null", 2, 0, 0,
-                       "ignored: no user to sync it for, and not counted anywhere (gap)", section="bad_input")
+                       "counted in moods_without_user; nothing written", section="bad_input")
     assert cli.main(["backfill", "--user", "@ghost"]) == 2
     assert "@ghost names sub auth0|ghost, which has no users document" in capsys.readouterr().err
     reliability_record("@handles row without a user", "{_id: 'auth0|ghost', handle: 'ghost'}", 0, 0, 0,
@@ -280,12 +282,6 @@ def test_bad_users_rows_fail_alone_with_a_reason(store, cli_env, mongo_db, make_
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: MongoStore._accounts passes a non-string users.atproto.did (e.g. 12345) through; the CLI "
-    "then selects partition key 12345, which matches no (string) partition, so the user gets no "
-    "outcome and no reason, only '1 users have no result' (test_bad_users_rows_fail_alone_with_a_reason "
-    "shows it end to end). Proposed fix: _accounts keeps only str DIDs (else None, or a flagged account) "
-    "and the backfill fails such a user with did_problem()'s reason."))
 def test_the_store_never_hands_out_a_did_that_is_not_a_string(store, mongo_db):
     raw_user(mongo_db, "auth0|intdid2", {"did": 12345, "password": "x" * 32}, handle="intdid2")
     dids = [u.did for u in store.users_with_moods()]

@@ -545,10 +545,6 @@ def test_wrong_credentials_fail_that_user_and_change_no_repo(store, proxy, mongo
     assert check_invariant(store, pds, [good]) == 5
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: two users rows holding the same atproto.did and password (credentials copied) both log in "
-    "as that account, so one user's moods are written into the other's repo. Proposed fix: a DID claimed "
-    "by more than one users document is refused for every claimant (reason names the subs)."))
 def test_credentials_copied_from_another_user_write_nothing(store, mongo_db, make_account, test_settings, pds):
     owner_account = make_account("owner")
     owner = add_user(mongo_db, owner_account, moods=3)

@@ -240,11 +240,6 @@ def test_a_full_cli_run_leaks_no_secret_and_writes_only_to_each_authors_repo(
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: `moods-pipeline -v` sets the root logger to DEBUG, so pymongo's command log "
-    "(logger pymongo.command) writes every reply to stderr and into Dagster's compute logs: the users "
-    "documents with atproto.password, and mood texts. Proposed fix (cli.py main): with -v, DEBUG only "
-    "for moods_pipeline (and dagster); pymongo, httpx and httpcore stay at WARNING."))
 def test_a_verbose_cli_run_leaks_no_secret(local_pds, mongo_db, make_account, test_settings, tmp_path):
     account = make_account("secv")
     add_user(mongo_db, account, texts=mood_texts("v", 2))

@@ -172,6 +172,7 @@ def backfill_summary(context: dg.AssetExecutionContext, mongo: MongoResource, pi
     summary = summarize(outcomes)
     summary["skipped_no_account"] = len(without_account)
     summary["users_with_moods"] = len(users_with_moods)
+    summary["moods_without_user"] = store.moods_without_user()
     synced = summary["already_synced"] + summary["created"]
     valid_live = summary["moods_live"] - summary["skipped_invalid"]
     summary["sync_rate_pct"] = round(100.0 * synced / valid_live, 2) if valid_live else 100.0

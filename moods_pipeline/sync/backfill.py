@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable
 
 from moods_pipeline import MOOD_COLLECTION
-from moods_pipeline.lexicon import _is_did
 from moods_pipeline.pds.xrpc import LoginFailed, PdsClient, PdsError
 from moods_pipeline.sync.model import UserAccount
 from moods_pipeline.sync.planner import plan_user
@@ -23,18 +22,6 @@ from moods_pipeline.sync.writer import BatchWriter, WriteOptions
 log = logging.getLogger(__name__)
 
 NO_ACCOUNT = "no PDS account (users.atproto lacks did or password)"
-
-
-def did_problem(did: object) -> str | None:
-    """Why a stored ``users.atproto.did`` cannot name a repo (atproto DID syntax), or None.
-
-    Checked before any request: the PDS answers a malformed repo with a bare 500, which the
-    client would retry for seconds before the user fails with no useful reason."""
-    if not isinstance(did, str):
-        return f"users.atproto.did is not a DID: a {type(did).__name__}, not a string"
-    if not _is_did(did):
-        return f"users.atproto.did {did[:80]!r} is not a DID (did:<method>:<identifier>)"
-    return None
 
 
 @dataclass
@@ -101,11 +88,10 @@ def sync_user(
     try:
         if not user.has_account:
             outcome.no_account = True
-            outcome.error = NO_ACCOUNT
+            outcome.error = user.problem or NO_ACCOUNT
             return outcome
-        problem = did_problem(user.did)
-        if problem:
-            outcome.error = problem
+        if user.problem:
+            outcome.error = user.problem
             return outcome
         moods = store.moods_of(user.sub)
         try:

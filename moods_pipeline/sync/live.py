@@ -163,14 +163,8 @@ def repo_exists(pds: PdsClient, did: str) -> bool:
 
 
 def _unset_user_atproto(store, sub: str) -> int:
-    """``$unset users.atproto`` for one user (the application's account deletion does the same).
-
-    MongoStore has no method for this yet; it is the only write of this project to ``users``.
-    """
-    unset = getattr(store, "unset_account", None)
-    if callable(unset):
-        return int(unset(sub))
-    return store.db.users.update_one({"_id": sub}, {"$unset": {"atproto": ""}}).modified_count
+    """``$unset users.atproto`` for one user: the only write of this project to ``users``."""
+    return store.unset_account(sub)
 
 
 def _pointed_mood_ids(store, sub: str) -> list[str]:
@@ -211,8 +205,8 @@ class LiveSync:
             return cached
         if isinstance(cached, LoginFailed):
             raise cached
-        if not user.has_account:
-            raise LoginFailed(None, "NoAccount", NO_ACCOUNT)
+        if not user.has_account or user.problem:
+            raise LoginFailed(None, "NoAccount" if not user.problem else "Refused", user.problem or NO_ACCOUNT)
         try:
             session = self.pds.login(user.did, user.password, expected_did=user.did)
         except LoginFailed as exc:
@@ -276,7 +270,10 @@ class LiveSync:
         try:
             user = self.store.user_by_sub(sub)
             if user is None or not user.has_account:
-                return [LiveResult(m, SKIPPED, reason=NO_ACCOUNT) for m in wanted_ids]
+                reason = (user.problem if user else None) or NO_ACCOUNT
+                return [LiveResult(m, SKIPPED, reason=reason) for m in wanted_ids]
+            if user.problem:
+                return [LiveResult(m, FAILED, reason=user.problem) for m in wanted_ids]
             did = user.did
             moods = self.store.moods_of(sub)
             records = self.pds.list_records(user.did, MOOD_COLLECTION)

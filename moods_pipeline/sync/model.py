@@ -18,6 +18,9 @@ class UserAccount:
     handle: str | None  # bare handle from `@handles`, no "@"
     password: Secret | None = field(default=None, repr=False)
     pds_handle: str | None = None  # users.atproto.handle
+    # Why this user's credentials must not be used although they exist (a malformed DID, a DID
+    # that several users claim): the user fails with this reason before any request.
+    problem: str | None = None
 
     @property
     def has_account(self) -> bool:
@@ -27,6 +30,20 @@ class UserAccount:
     def label(self) -> str:
         """How logs name the user: @handle if known, else the DID, else the sub."""
         return f"@{self.handle}" if self.handle else (self.did or self.sub)
+
+
+def did_problem(did: object) -> str | None:
+    """Why a stored ``users.atproto.did`` cannot name a repo (atproto DID syntax), or None.
+
+    Checked before any request: the PDS answers a malformed repo with a bare 500, which the
+    client would retry for seconds before the user fails with no useful reason."""
+    from moods_pipeline.lexicon import is_did
+
+    if not isinstance(did, str):
+        return f"users.atproto.did is not a DID: a {type(did).__name__}, not a string"
+    if not is_did(did):
+        return f"users.atproto.did {did[:80]!r} is not a DID (did:<method>:<identifier>)"
+    return None
 
 
 @dataclass(frozen=True)
