@@ -362,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from dagster import BetaWarning
+    from pymongo.errors import PyMongoError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -376,6 +377,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ConfigError, UsageError) as exc:
         say(f"moods-pipeline: {exc}")
+        return EXIT_USAGE
+    except PyMongoError as exc:
+        say(f"moods-pipeline: MongoDB unreachable or refused the request ({type(exc).__name__}: {str(exc)[:200]});"
+            " check MONGODB_CONNECTION_STRING and MONGODB_NAME")
         return EXIT_USAGE
 
 

@@ -13,6 +13,7 @@ from moods_pipeline.assets.lexicons import publish_lexicons_job
 from moods_pipeline.jobs import backfill_job, backfill_summary_job
 from moods_pipeline.resources import MongoResource, PdsResource, PipelineSettingsResource
 from moods_pipeline.sensors import users_partition_sensor
+from moods_pipeline.sensors_ops import ops_sensors
 from moods_pipeline.sensors_live import catchup_sensor, catchup_sync_job, firehose_sensor
 
 
@@ -39,7 +40,7 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=[mood_backfill, backfill_summary, sync_latency],
         jobs=[backfill_job, backfill_summary_job, publish_lexicons_job, catchup_sync_job, sync_latency_job, erase_job],
-        sensors=[users_partition_sensor, catchup_sensor, firehose_sensor],
+        sensors=[users_partition_sensor, catchup_sensor, firehose_sensor, *ops_sensors],
         resources=resources or default_resources(),
     )
 

@@ -6,10 +6,14 @@ import dagster as dg
 
 from moods_pipeline.assets.backfill import backfill_summary, mood_backfill
 
+# The production run queue (deploy/dagster.yaml) lets one run with this tag write to the PDS at a time.
+PDS_WRITER_TAGS = {"moods/pds-writer": "true"}
+
 backfill_job = dg.define_asset_job(
     "mood_backfill_job",
     selection=[mood_backfill],
     executor_def=dg.in_process_executor,
+    tags=PDS_WRITER_TAGS,
     description="Backfill the selected users (partitions) into their repos.",
 )
 

@@ -73,6 +73,7 @@ def users_for_partitions(store, dids: list[str]) -> list[UserAccount]:
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=PARTITIONS_PER_RUN),
     output_required=False,
     group_name="backfill",
+    pool="moods_pds_writer",
     kinds={"mongodb", "atproto"},
 )
 def mood_backfill(
