@@ -349,8 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_publish_lexicons)
 
-    from moods_pipeline import cli_live  # imports this module's helpers: registered here, not at the top
+    # These import this module's helpers: registered here, not at the top.
+    from moods_pipeline import cli_audit, cli_live
 
+    cli_audit.register(sub)
     cli_live.register(sub)
 
     p = sub.add_parser("demo", help="local stack + demo data + backfill, then the Dagster UI")

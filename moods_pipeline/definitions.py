@@ -6,12 +6,16 @@ import os
 
 import dagster as dg
 
+from moods_pipeline.assets.audit import audit_job, audit_summary, audit_summary_job, mood_audit
 from moods_pipeline.assets.backfill import backfill_summary, mood_backfill
 from moods_pipeline.assets.erase import erase_job
 from moods_pipeline.assets.latency import sync_latency, sync_latency_job
 from moods_pipeline.assets.lexicons import publish_lexicons_job
+from moods_pipeline.assets.repair import mood_repair_job
+from moods_pipeline.checks import everyone_in_step
 from moods_pipeline.jobs import backfill_job, backfill_summary_job
 from moods_pipeline.resources import MongoResource, PdsResource, PipelineSettingsResource
+from moods_pipeline.schedules import nightly_audit_schedule, nightly_audit_summary_schedule
 from moods_pipeline.sensors import users_partition_sensor
 from moods_pipeline.sensors_ops import ops_sensors
 from moods_pipeline.sensors_live import catchup_sensor, catchup_sync_job, firehose_sensor
@@ -38,8 +42,13 @@ def default_resources() -> dict:
 
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=[mood_backfill, backfill_summary, sync_latency],
-        jobs=[backfill_job, backfill_summary_job, publish_lexicons_job, catchup_sync_job, sync_latency_job, erase_job],
+        assets=[mood_backfill, backfill_summary, mood_audit, audit_summary, sync_latency],
+        asset_checks=[everyone_in_step],
+        jobs=[
+            backfill_job, backfill_summary_job, audit_job, audit_summary_job, mood_repair_job,
+            publish_lexicons_job, catchup_sync_job, sync_latency_job, erase_job,
+        ],
+        schedules=[nightly_audit_schedule, nightly_audit_summary_schedule],
         sensors=[users_partition_sensor, catchup_sensor, firehose_sensor, *ops_sensors],
         resources=resources or default_resources(),
     )
