@@ -276,7 +276,7 @@ def cmd_publish_lexicons(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """The README's main command: local stack, demo data, backfill, then the Dagster UI."""
+    """The README's main command: local stack, demo data, backfill, audit, then the Dagster UI."""
     from moods_pipeline.devstack import stack
 
     up = stack.stack_up(Path("."))
@@ -293,6 +293,12 @@ def cmd_demo(args) -> int:
         say("demo data already seeded")
     rc = cmd_backfill(argparse.Namespace(all=True, user=None, first=None, dry_run=False, json=False, verbose=False))
     say(f"backfill finished with exit code {rc}")
+    from moods_pipeline.cli_audit import cmd_audit
+
+    audit_rc = cmd_audit(argparse.Namespace(all=True, user=None, first=None, check_logins=False, json=False,
+                                            verbose=False))
+    say(f"audit finished with exit code {audit_rc}")
+    rc = max(rc, audit_rc)
     if args.no_ui:
         return rc
     say("serving the Dagster UI on http://127.0.0.1:3000 (Ctrl+C to stop; the stack keeps running:"
@@ -355,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_audit.register(sub)
     cli_live.register(sub)
 
-    p = sub.add_parser("demo", help="local stack + demo data + backfill, then the Dagster UI")
+    p = sub.add_parser("demo", help="local stack + demo data + backfill + audit, then the Dagster UI")
     p.add_argument("--no-ui", action="store_true")
     p.add_argument("--port", type=int, default=3000)
     p.set_defaults(func=cmd_demo)
