@@ -28,6 +28,7 @@ from typing import Iterable
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from moods_pipeline.sync.reconcile import COLUMNS
@@ -59,20 +60,26 @@ def _write_atomic(path: Path, write) -> None:
         raise
 
 
-def frame_to_table(frame: pd.DataFrame, meta: dict | None = None) -> pa.Table:
-    """A reconciliation frame as an Arrow table of the fixed schema (None stays null)."""
-    columns = {}
+def columns_to_table(columns: dict[str, list], meta: dict | None = None) -> pa.Table:
+    """Reconciliation columns (lists per column of ``COLUMNS``) as an Arrow table of the fixed
+    schema (None stays null), with ``meta`` as JSON in the schema metadata."""
+    data = {}
     for name in COLUMNS:
-        values = list(frame[name]) if len(frame) else []
+        values = list(columns.get(name, []))
         if name == "mood_len":
             values = [None if v is None or (isinstance(v, float) and v != v) else int(v) for v in values]
         elif name == "problem":
             values = [bool(v) for v in values]
         else:
             values = [None if v is None or (isinstance(v, float) and v != v) else str(v) for v in values]
-        columns[name] = values
-    schema = SCHEMA.with_metadata({META_KEY: json.dumps(meta or {}, sort_keys=True).encode()}) if meta else SCHEMA
-    return pa.Table.from_pydict(columns, schema=schema)
+        data[name] = values
+    schema = SCHEMA.with_metadata({META_KEY: json.dumps(meta, sort_keys=True).encode()}) if meta else SCHEMA
+    return pa.Table.from_pydict(data, schema=schema)
+
+
+def frame_to_table(frame: pd.DataFrame, meta: dict | None = None) -> pa.Table:
+    """A reconciliation frame as an Arrow table of the fixed schema."""
+    return columns_to_table({name: list(frame[name]) if len(frame) else [] for name in COLUMNS}, meta)
 
 
 def table_to_frame(table: pa.Table) -> pd.DataFrame:
@@ -116,7 +123,7 @@ class AuditStore:
         if not audit.user.did:
             raise ValueError("only users with a DID have audit files")
         meta = dict(audit.summary(), audited_at=datetime.now(timezone.utc).isoformat(), run_id=run_id)
-        table = frame_to_table(audit.frame, meta)
+        table = columns_to_table(audit.columns(), meta)
         path = self.latest_dir / f"{safe_name(audit.user.did)}.parquet"
         _write_atomic(path, lambda tmp: pq.write_table(table, tmp, compression="snappy"))
         return path
@@ -144,26 +151,32 @@ class AuditStore:
     def load_latest(self, dids: Iterable[str] | None = None) -> list[StoredAudit]:
         """Every user's latest audit (or those of ``dids``), without reading the rows."""
         wanted = {safe_name(d) for d in dids} if dids is not None else None
+        paths = [p for p in self.latest_paths() if wanted is None or p.stem in wanted]
+        if not paths:
+            return []
+        dataset = ds.dataset([str(p) for p in paths], format="parquet", schema=SCHEMA)
         stored = []
-        for path in self.latest_paths():
-            if wanted is not None and path.stem not in wanted:
-                continue
-            metadata = pq.read_schema(path).metadata or {}
-            stored.append(StoredAudit(summary=json.loads(metadata.get(META_KEY, b"{}")), path=path))
+        for path, fragment in zip(paths, dataset.get_fragments()):
+            metadata = fragment.physical_schema.metadata or {}
+            stored.append(StoredAudit(summary=json.loads(metadata.get(META_KEY, b"{}")), path=Path(fragment.path)))
         return stored
+
+    def latest_table(self, stored: list[StoredAudit]) -> pa.Table:
+        """The rows of these audits as one Arrow table (no per-file metadata)."""
+        if not stored:
+            return SCHEMA.empty_table()
+        return ds.dataset([str(s.path) for s in stored], format="parquet", schema=SCHEMA).to_table()
 
     def latest_frame(self, stored: list[StoredAudit]) -> pd.DataFrame:
         """The rows of these audits as one reconciliation frame."""
-        if not stored:
-            return table_to_frame(SCHEMA.empty_table())
-        tables = [pq.read_table(s.path).replace_schema_metadata(None) for s in stored]
-        return table_to_frame(pa.concat_tables(tables))
+        return table_to_frame(self.latest_table(stored))
 
     # -- everyone ------------------------------------------------------------------------------
-    def export(self, frame: pd.DataFrame, totals: dict, detail: dict | None = None) -> Path:
+    def export(self, rows: pa.Table | pd.DataFrame, totals: dict, detail: dict | None = None) -> Path:
         """The full reconciliation as one Parquet file (``totals`` in its metadata), and
         ``summary.json`` beside it: ``totals`` plus ``detail`` (per-user facts, orphan repos...)."""
-        table = frame_to_table(frame, {"totals": totals})
+        table = rows if isinstance(rows, pa.Table) else frame_to_table(rows)
+        table = table.replace_schema_metadata({META_KEY: json.dumps({"totals": totals}, sort_keys=True).encode()})
         _write_atomic(self.export_path, lambda tmp: pq.write_table(table, tmp, compression="snappy"))
         summary = dict(totals, **(detail or {}), export=str(self.export_path))
         _write_atomic(self.summary_path, lambda tmp: Path(tmp).write_text(json.dumps(summary, sort_keys=True)))

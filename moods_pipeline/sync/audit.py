@@ -36,10 +36,12 @@ Privacy: reasons and details carry ids, rkeys, statuses, counts; never mood text
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -51,15 +53,17 @@ from moods_pipeline.mood_record import Invalid, build_record
 from moods_pipeline.pds.xrpc import LoginFailed, PdsError, PdsUnavailable
 from moods_pipeline.sync.model import Mood, PdsRecord, UserAccount
 from moods_pipeline.sync.reconcile import (
+    COLUMNS,
     INVALID,
     LEGACY_FIELD,
     NUKED,
     NUKED_ON_PDS,
+    PROBLEM_STATUSES,
     STATUSES,
     SYNCED,
+    RowFacts,
+    analyze,
     check_nuke_policy,
-    empty_frame,
-    reconcile,
 )
 
 log = logging.getLogger(__name__)
@@ -151,12 +155,24 @@ def explain_unreadable(pds, did: str, exc: Exception) -> str:
 # One user's audit
 
 
+def _text_facts(text) -> tuple[int | None, str | None]:
+    """UTF-8 length and short hash of a text, as ``reconcile`` reports them."""
+    if not isinstance(text, str):
+        return None, None
+    raw = text.encode("utf-8", "surrogatepass")
+    return len(raw), hashlib.sha256(raw).hexdigest()[:8]
+
+
 @dataclass
 class UserAudit:
-    """One user's audit: the reconciliation (``frame``), counts per status, and what stopped it."""
+    """One user's audit: the reconciliation rows, counts per status, and what stopped it.
+
+    The rows are ``reconcile.analyze``'s; ``frame`` is the same DataFrame ``reconcile()`` returns
+    for them (built on first use: most callers want counts, and a DataFrame per user costs more
+    than reading the user's repo)."""
 
     user: UserAccount
-    frame: pd.DataFrame = field(default_factory=empty_frame, repr=False)
+    rows: list[RowFacts] = field(default_factory=list, repr=False)
     counts: dict[str, int] = field(default_factory=lambda: {s: 0 for s in STATUSES})
     unreadable: str | None = None  # the repo (or Mongo) could not be read: why
     no_account: bool = False
@@ -166,6 +182,10 @@ class UserAudit:
     records: int = 0  # records of the collection read from the repo
     read: str = ""  # how the records were read ("pages", "car", "pages+car", ...)
     seconds: float = 0.0
+    nuke_policy: str = "keep"
+    when_tolerance_ms: int = 1000
+    rewrite_legacy: bool = False
+    _frame: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     @property
     def did(self) -> str | None:
@@ -176,8 +196,57 @@ class UserAudit:
         return self.user.label
 
     @property
+    def problem_statuses(self) -> frozenset[str]:
+        return PROBLEM_STATUSES(self.nuke_policy, self.rewrite_legacy)
+
+    @property
     def problems(self) -> int:
-        return int(self.frame["problem"].sum()) if len(self.frame) else 0
+        wanted = self.problem_statuses
+        return sum(1 for row in self.rows if row.status in wanted)
+
+    def problem_counts(self) -> dict[str, int]:
+        """Problem rows by status (only the statuses that occur)."""
+        wanted = self.problem_statuses
+        return {s: n for s, n in self.counts.items() if n and s in wanted}
+
+    def columns(self) -> dict[str, list]:
+        """The reconciliation as lists per column of ``reconcile.COLUMNS`` (reconcile's values)."""
+        wanted = self.problem_statuses
+        lens, hashes = [], []
+        for row in self.rows:
+            length, digest = _text_facts(row.text)
+            lens.append(length)
+            hashes.append(digest)
+        n = len(self.rows)
+        return {
+            "did": [self.user.did] * n,
+            "sub": [self.user.sub] * n,
+            "handle": [self.user.handle] * n,
+            "kind": [row.kind for row in self.rows],
+            "mood_id": [row.mood_id for row in self.rows],
+            "rkey": [row.rkey for row in self.rows],
+            "pointer": [row.pointer for row in self.rows],
+            "status": [row.status for row in self.rows],
+            "issues": [",".join(row.issues) for row in self.rows],
+            "problem": [row.status in wanted for row in self.rows],
+            "detail": [row.detail for row in self.rows],
+            "mood_len": lens,
+            "mood_hash": hashes,
+        }
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The user's reconciliation DataFrame, equal to ``reconcile()``'s for the same data."""
+        if self._frame is None:
+            data = self.columns()
+            frame = pd.DataFrame(
+                {c: pd.Series(data[c], dtype=bool if c == "problem" else object) for c in COLUMNS},
+                columns=list(COLUMNS),
+            )
+            frame.attrs.update(when_tolerance_ms=self.when_tolerance_ms, nuke_policy=self.nuke_policy,
+                               rewrite_legacy=self.rewrite_legacy)
+            self._frame = frame
+        return self._frame
 
     @property
     def login_broken(self) -> bool:
@@ -194,7 +263,7 @@ class UserAudit:
         return self.moods_valid_live if self.unreadable else 0
 
     def summary(self) -> dict:
-        """JSON-able facts (no frame): what the CLI and the run record keep per user."""
+        """JSON-able facts (no rows): what the CLI and the run record keep per user."""
         return {
             "did": self.user.did,
             "sub": self.user.sub,
@@ -204,6 +273,7 @@ class UserAudit:
             "login": self.login,
             "by_status": dict(self.counts),
             "problems": self.problems,
+            "problem_counts": self.problem_counts(),
             "moods_live": self.moods_live,
             "moods_valid_live": self.moods_valid_live,
             "records": self.records,
@@ -212,8 +282,8 @@ class UserAudit:
         }
 
 
-def _counts(frame: pd.DataFrame) -> dict[str, int]:
-    counted = frame["status"].value_counts() if len(frame) else {}
+def _counts(rows: list[RowFacts]) -> dict[str, int]:
+    counted = Counter(row.status for row in rows)
     return {status: int(counted.get(status, 0)) for status in STATUSES}
 
 
@@ -221,6 +291,45 @@ def _live_counts(moods: list[Mood]) -> tuple[int, int]:
     live = [m for m in moods if m.live]
     valid = sum(1 for m in live if not isinstance(build_record(m), Invalid))
     return len(live), valid
+
+
+def _live_counts_of_rows(rows: list[RowFacts]) -> tuple[int, int]:
+    moods = [row for row in rows if row.kind == "mood" and row.status not in (NUKED, NUKED_ON_PDS)]
+    return len(moods), sum(1 for row in moods if row.status != INVALID)
+
+
+class MoodSource:
+    """Users' moods read in bulk: one query per chunk of users (``{user: {$in: subs}}``) instead
+    of one per user, loaded when a worker first asks for one of the chunk's users and handed out
+    once. Falls back to ``store.moods_of`` for a store without a database handle."""
+
+    def __init__(self, store, subs: list[str], chunk: int = 100) -> None:
+        self.store = store
+        self.bulk = getattr(store, "db", None) is not None
+        self._chunk_of = {sub: i // chunk for i, sub in enumerate(subs)}
+        self._chunks = [subs[i : i + chunk] for i in range(0, len(subs), chunk)]
+        self._loaded: dict[int, dict[str, list[Mood]]] = {}
+        self._locks = [threading.Lock() for _ in self._chunks]
+
+    def moods_of(self, sub: str) -> list[Mood]:
+        index = self._chunk_of.get(sub)
+        if not self.bulk or index is None:
+            return self.store.moods_of(sub)
+        with self._locks[index]:
+            if index not in self._loaded:
+                self._loaded[index] = self._load(self._chunks[index])
+            return self._loaded[index].pop(sub, [])
+
+    def _load(self, subs: list[str]) -> dict[str, list[Mood]]:
+        from moods_pipeline.mongo_store import _mood_from_doc
+
+        by_sub: dict[str, list[Mood]] = {sub: [] for sub in subs}
+        cursor = self.store.db.moods.find(
+            {"user": {"$in": subs}}, {"mood": 1, "when": 1, "deleted": 1, "atproto": 1, "user": 1}
+        ).sort("_id", 1)
+        for doc in cursor:
+            by_sub.setdefault(doc.get("user"), []).append(_mood_from_doc(doc))
+        return by_sub
 
 
 class LoginPacer:
@@ -264,55 +373,60 @@ def audit_user(
     rewrite_legacy: bool = False,
     check_logins: bool = False,
     read: str = "auto",
-    moods: list[Mood] | None = None,
+    moods: MoodSource | None = None,
     pacer: LoginPacer | None = None,
 ) -> UserAudit:
     """Audit one user. Never raises for the user's own trouble (it lands in ``unreadable``)."""
     started = time.monotonic()
-    audit = UserAudit(user=user)
+    audit = UserAudit(user=user, nuke_policy=nuke_policy, when_tolerance_ms=when_tolerance_ms,
+                      rewrite_legacy=rewrite_legacy)
     try:
         if not user.has_account:
             audit.no_account = True
             return audit
         try:
-            moods = store.moods_of(user.sub) if moods is None else moods
+            user_moods = moods.moods_of(user.sub) if moods is not None else store.moods_of(user.sub)
         except Exception as exc:  # noqa: BLE001 - a Mongo outage: this user cannot be audited
             audit.unreadable = f"Mongo unreadable: {type(exc).__name__}: {exc}"
             return audit
-        audit.moods_live, audit.moods_valid_live = _live_counts(moods)
+        if getattr(user, "problem", None):
+            # A DID several users claim (or a malformed one): whose repo it is cannot be told, so
+            # comparing it with this user's moods would invent problems. Reported, not compared.
+            audit.unreadable = f"credentials refused: {user.problem}"
+            audit.moods_live, audit.moods_valid_live = _live_counts(user_moods)
+            return audit
         if check_logins:
             audit.login = check_login(user, pds, pacer)
         first = "pages" if read == "auto" else read
+        audit.read = first
         try:
             records = read_records(pds, user.did, first)
         except PdsError as exc:
             audit.unreadable = explain_unreadable(pds, user.did, exc)
-            audit.read = first
+            audit.moods_live, audit.moods_valid_live = _live_counts(user_moods)
             return audit
-        audit.read = first
-        frame = reconcile(user, moods, records, nuke_policy=nuke_policy, when_tolerance_ms=when_tolerance_ms,
-                          rewrite_legacy=rewrite_legacy)
-        if read == "auto" and bool(frame["problem"].any()):
+        rows = analyze(user_moods, records, when_tolerance_ms=when_tolerance_ms)
+        problem_statuses = audit.problem_statuses
+        if read == "auto" and any(row.status in problem_statuses for row in rows):
             # Confirm every problem with an independent read before reporting it.
+            audit.read = "pages+car"
             try:
                 records = read_records(pds, user.did, "car")
-                moods = store.moods_of(user.sub)
+                user_moods = store.moods_of(user.sub)
             except PdsError as exc:
                 audit.unreadable = explain_unreadable(pds, user.did, exc)
-                audit.read = "pages+car"
+                audit.moods_live, audit.moods_valid_live = _live_counts(user_moods)
                 return audit
-            audit.moods_live, audit.moods_valid_live = _live_counts(moods)
-            audit.read = "pages+car"
-            frame = reconcile(user, moods, records, nuke_policy=nuke_policy, when_tolerance_ms=when_tolerance_ms,
-                              rewrite_legacy=rewrite_legacy)
-        audit.frame = frame
-        audit.counts = _counts(frame)
+            rows = analyze(user_moods, records, when_tolerance_ms=when_tolerance_ms)
+        audit.rows = rows
+        audit.counts = _counts(rows)
+        audit.moods_live, audit.moods_valid_live = _live_counts_of_rows(rows)
         audit.records = len(records)
         return audit
     except Exception as exc:  # a bug or an odd document: this user fails, the others go on
         log.exception("audit of %s failed", user.label)
         audit.unreadable = f"audit failed: {type(exc).__name__}: {exc}"
-        audit.frame = empty_frame()
+        audit.rows = []
         audit.counts = {s: 0 for s in STATUSES}
         return audit
     finally:
@@ -341,11 +455,12 @@ def audit_users(
         raise ValueError("when_tolerance_ms must be >= 0")
     users = list(users)
     pacer = LoginPacer(login_interval_s) if check_logins else None
+    moods = MoodSource(store, [u.sub for u in users if u.has_account])
 
     def run(user: UserAccount) -> UserAudit:
         audit = audit_user(
             user, store, pds, nuke_policy=nuke_policy, when_tolerance_ms=when_tolerance_ms,
-            rewrite_legacy=rewrite_legacy, check_logins=check_logins, read=read, pacer=pacer,
+            rewrite_legacy=rewrite_legacy, check_logins=check_logins, read=read, moods=moods, pacer=pacer,
         )
         if on_user_done:
             on_user_done(audit)
@@ -420,16 +535,30 @@ class OrphanRepo:
     reason: str
 
 
-def _dids_known_to_mongo(store, dids: list[str], chunk: int = 1000) -> set[str]:
+@dataclass(frozen=True)
+class UserIndex:
+    """Who is who in Mongo, from one pass over ``users`` (no ``$in`` of thousands of values)."""
+
+    dids_known: frozenset[str]  # every users.atproto.did
+    syncable_dids: frozenset[str]  # users with atproto.did, atproto.password and a mood
+    no_account_subs: frozenset[str]  # subs with moods but no account (no users document included)
+
+
+def mongo_user_index(store) -> UserIndex:
+    """``UserIndex`` of the store: CONTRACT.md's "syncable" (did and password set, at least one
+    mood, as ``UserAccount.has_account``) and the users with moods but no account."""
+    with_moods = store.subs_with_moods()
     known: set[str] = set()
-    users = store.db.users
-    for k in range(0, len(dids), chunk):
-        part = dids[k : k + chunk]
-        for doc in users.find({"atproto.did": {"$in": part}}, {"atproto.did": 1}):
-            atproto = doc.get("atproto")
-            if isinstance(atproto, dict) and isinstance(atproto.get("did"), str):
-                known.add(atproto["did"])
-    return known
+    with_account: dict[str, str] = {}
+    for doc in store.db.users.find({}, {"atproto.did": 1, "atproto.password": 1}):
+        atproto = doc.get("atproto") if isinstance(doc.get("atproto"), dict) else {}
+        did, password = atproto.get("did"), atproto.get("password")
+        if isinstance(did, str) and did:
+            known.add(did)
+            if isinstance(password, str) and password:
+                with_account[doc["_id"]] = did
+    syncable = {did for sub, did in with_account.items() if sub in with_moods}
+    return UserIndex(frozenset(known), frozenset(syncable), frozenset(with_moods - set(with_account)))
 
 
 def _orphan_reason(store, records: list[PdsRecord]) -> str:
@@ -454,18 +583,21 @@ def _orphan_reason(store, records: list[PdsRecord]) -> str:
     return f"its records' moods belong to {sub}, whose users.atproto no longer names this DID"
 
 
-def find_orphan_repos(store, pds, *, concurrency: int = 4) -> tuple[list[OrphanRepo], dict]:
+def find_orphan_repos(store, pds, *, concurrency: int = 4,
+                      known_dids: Iterable[str] | None = None) -> tuple[list[OrphanRepo], dict]:
     """Repos on the PDS (com.atproto.sync.listRepos) holding mood records whose DID no Mongo
     user holds (``users.atproto.did``): the user is gone or has no ``atproto`` any more.
 
     Returns (orphans by DID, facts: ``repos`` listed, ``repos_inactive`` skipped (deactivated or
     taken down: their records cannot be read), ``repos_unknown`` DIDs not in Mongo,
-    ``repos_unreadable`` of those).
+    ``repos_unreadable`` of those). ``known_dids``: the DIDs Mongo's users hold, if the caller
+    has them (``mongo_user_index``), else read here.
     """
     repos = pds.list_repos()
     active = [r for r in repos if r.get("active", True) is not False and isinstance(r.get("did"), str)]
     dids = sorted({r["did"] for r in active})
-    unknown = sorted(set(dids) - _dids_known_to_mongo(store, dids))
+    known = set(known_dids) if known_dids is not None else mongo_user_index(store).dids_known
+    unknown = sorted(set(dids) - known)
     facts = {"repos": len(repos), "repos_inactive": len(repos) - len(active), "repos_unknown": len(unknown),
              "repos_unreadable": 0}
 
