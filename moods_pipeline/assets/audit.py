@@ -17,11 +17,12 @@ Metadata carries ids, rkeys, statuses, counts, lengths and short hashes; never m
 # No `from __future__ import annotations` here: Dagster reads the config and resource
 # annotations at definition time.
 
+import queue
+import threading
 import time
 from typing import Optional
 
 import dagster as dg
-import pandas as pd
 
 from moods_pipeline import progress
 from moods_pipeline.audit_store import AuditStore
@@ -53,18 +54,22 @@ def users_by_dids(store, dids: list[str]) -> dict[str, UserAccount]:
     return {u.did: u for u in store._accounts(docs) if u.did}
 
 
-def reconciliation_table(frame: pd.DataFrame, limit: int = MAX_TABLE_ROWS) -> dg.TableMetadataValue:
+def reconciliation_table(audit: engine.UserAudit, limit: int = MAX_TABLE_ROWS) -> dg.TableMetadataValue:
     """The reconciliation as table metadata: problems first, then the rest, at most ``limit`` rows."""
-    if len(frame):
-        ordered = frame.assign(_order=~frame["problem"]).sort_values("_order", kind="stable").head(limit)
-        rows = ordered[list(TABLE_COLUMNS)].to_dict("records")
-    else:
-        rows = []
-    records = [
-        dg.TableRecord({k: ("" if v is None else (int(v) if k == "mood_len" else str(v))) for k, v in row.items()
-                        if not (k == "mood_len" and v is None)})
-        for row in rows
-    ]
+    columns = audit.columns()
+    problem = columns["problem"]
+    order = [i for i in range(len(problem)) if problem[i]] + [i for i in range(len(problem)) if not problem[i]]
+    records = []
+    for i in order[:limit]:
+        row = {}
+        for name in TABLE_COLUMNS:
+            value = columns[name][i]
+            if name == "mood_len":
+                if value is not None:
+                    row[name] = int(value)
+            else:
+                row[name] = "" if value is None else str(value)
+        records.append(dg.TableRecord(row))
     schema = dg.TableSchema(
         columns=[dg.TableColumn(name, "int" if name == "mood_len" else "string") for name in TABLE_COLUMNS]
     )
@@ -91,9 +96,9 @@ def audit_metadata(audit: engine.UserAudit) -> dict:
         metadata["unreadable"] = dg.MetadataValue.text(audit.unreadable)
         metadata["moods_unverified"] = dg.MetadataValue.int(audit.moods_unverified)
     else:
-        metadata["reconciliation"] = reconciliation_table(audit.frame)
-        if len(audit.frame) > MAX_TABLE_ROWS:
-            metadata["reconciliation_rows"] = dg.MetadataValue.int(len(audit.frame))
+        metadata["reconciliation"] = reconciliation_table(audit)
+        if len(audit.rows) > MAX_TABLE_ROWS:
+            metadata["reconciliation_rows"] = dg.MetadataValue.int(len(audit.rows))
     if audit.login is not None:
         metadata["login"] = dg.MetadataValue.text(audit.login)
     return metadata
@@ -145,29 +150,53 @@ def mood_audit(
         audits.save_latest(audit, run_id)
         audits.record_run_user(run_id, audit.summary())
         progress.notify("user_done", label=audit.label, ok=audit.ok)
-        state = f"unreadable: {audit.unreadable}" if audit.unreadable else f"{audit.problems} problems"
-        context.log.debug(f"{audit.label}: {state}; {audit.records} records, {audit.moods_live} live moods")
+        done.put(audit)
 
-    results = engine.audit_users(
-        users,
-        store,
-        pds.client(),
-        nuke_policy=settings.nuke_policy,
-        when_tolerance_ms=settings.when_tolerance_ms,
-        rewrite_legacy=config.rewrite_legacy,
-        concurrency=pds.user_concurrency,
-        check_logins=config.check_logins,
-        read=config.read,
-        on_user_done=on_user_done,
-    )
+    # The audits run in worker threads; each user's event is yielded (stored) as soon as the
+    # user is done, so Dagster's event writes overlap the audit of the users still running.
+    done: "queue.Queue" = queue.Queue()
+    finished = object()
+    failure: list = []
+
+    def work() -> None:
+        try:
+            engine.audit_users(
+                users,
+                store,
+                pds.client(),
+                nuke_policy=settings.nuke_policy,
+                when_tolerance_ms=settings.when_tolerance_ms,
+                rewrite_legacy=config.rewrite_legacy,
+                concurrency=pds.user_concurrency,
+                check_logins=config.check_logins,
+                read=config.read,
+                on_user_done=on_user_done,
+            )
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the step's thread below
+            failure.append(exc)
+        finally:
+            done.put(finished)
+
+    worker = threading.Thread(target=work, name="mood-audit", daemon=True)
+    worker.start()
+    results: list = []
+    while True:
+        item = done.get()
+        if item is finished:
+            break
+        results.append(item)
+        yield audit_event(item, context.asset_key)
+    worker.join()
+    if failure:
+        raise failure[0]
     for did in gone:
         # A partition whose user left Mongo (or lost its atproto): unreadable, with the reason.
         audit = engine.UserAudit(user=UserAccount(sub=f"(no user for {did})", did=did, handle=None),
                                  unreadable="no Mongo user holds this DID any more (see audit_summary's orphan repos)")
-        on_user_done(audit)
+        audits.save_latest(audit, run_id)
+        audits.record_run_user(run_id, audit.summary())
+        progress.notify("user_done", label=audit.label, ok=audit.ok)
         results.append(audit)
-
-    for audit in results:
         yield audit_event(audit, context.asset_key)
 
     summaries = [a.summary() for a in results]
@@ -199,20 +228,20 @@ def audit_summary(context: dg.AssetExecutionContext, mongo: MongoResource, pds: 
     settings = pipeline.settings()
     store = mongo.store()
     audits = AuditStore(settings.state_dir)
-    users_with_moods = store.users_with_moods()
-    syncable = {u.did: u for u in users_with_moods if u.has_account}
+    index = engine.mongo_user_index(store)
+    syncable = index.syncable_dids
     stored = audits.load_latest()
     current = [s for s in stored if s.did in syncable]
     stale = len(stored) - len(current)
     audited = {s.did for s in current}
     not_audited = sorted(did for did in syncable if did not in audited)
     summaries = [s.summary for s in current]
-    no_account = [{"no_account": True} for u in users_with_moods if not u.has_account]
+    no_account = [{"no_account": True} for _ in index.no_account_subs]
     total = engine.totals(summaries + no_account)
-    frame = audits.latest_frame(current)
+    rows = audits.latest_table(current)
 
     try:
-        orphans, repo_facts = engine.find_orphan_repos(store, pds.client())
+        orphans, repo_facts = engine.find_orphan_repos(store, pds.client(), known_dids=index.dids_known)
         orphan_error = None
     except Exception as exc:  # noqa: BLE001 - the audit numbers stand without it
         orphans, repo_facts, orphan_error = [], {}, f"{type(exc).__name__}: {exc}"
@@ -223,10 +252,10 @@ def audit_summary(context: dg.AssetExecutionContext, mongo: MongoResource, pds: 
         users_not_audited=len(not_audited),
         stale_results_ignored=stale,
         orphan_repos=len(orphans),
-        reconciliation_rows=len(frame),
+        reconciliation_rows=rows.num_rows,
     )
     export = audits.export(
-        frame,
+        rows,
         facts,
         detail={
             "users": summaries,
@@ -249,7 +278,7 @@ def audit_summary(context: dg.AssetExecutionContext, mongo: MongoResource, pds: 
         "moods_unverified": dg.MetadataValue.int(total["moods_unverified"]),
         "orphan_repos": dg.MetadataValue.int(len(orphans)),
         "reconciliation_export": dg.MetadataValue.path(str(export)),
-        "reconciliation_rows": dg.MetadataValue.int(len(frame)),
+        "reconciliation_rows": dg.MetadataValue.int(rows.num_rows),
     }
     rows = [(k, total[k]) for k in ("users_audited", "users_unreadable", "moods_live", "problems", "sync_rate_pct")]
     rows += [(f"by_status.{s}", n) for s, n in total["by_status"].items()]

@@ -13,6 +13,9 @@ Records of nuked moods are deleted only when ``MOOD_NUKE_POLICY`` is ``delete``.
 
 Each user's plan (action, mood id, rkey; never text) goes to the op's output metadata (bounded)
 and in full to ``MOODS_STATE_DIR/repair/runs/<run_id>.jsonl``.
+
+The op holds a slot of the ``moods_pds_writer`` pool and the job carries the ``moods/pds-writer``
+tag, so with deploy/dagster.yaml a repair never writes to the PDS beside a backfill or erase.
 """
 # No `from __future__ import annotations`: Dagster reads the config and resource annotations.
 
@@ -57,7 +60,11 @@ def _plan_table(outcomes: list) -> dg.TableMetadataValue:
     )
 
 
-@dg.op(tags={"kind": "atproto"})
+PDS_WRITER_POOL = "moods_pds_writer"  # deploy/dagster.yaml: one PDS-writing step at a time
+PDS_WRITER_TAG = {"moods/pds-writer": "true"}  # and one such queued run at a time
+
+
+@dg.op(tags={"kind": "atproto"}, pool=PDS_WRITER_POOL)
 def repair_moods(
     context: dg.OpExecutionContext,
     config: RepairConfig,
@@ -145,7 +152,7 @@ def repair_moods(
         raise dg.Failure(description=f"{len(broken)} of {len(outcomes)} users not fully repaired:\n" + "\n".join(lines))
 
 
-@dg.job(executor_def=dg.in_process_executor,
+@dg.job(executor_def=dg.in_process_executor, tags=PDS_WRITER_TAG,
         description="Repair the selected users from a fresh audit (dry run unless `apply`).")
 def mood_repair_job():
     repair_moods()

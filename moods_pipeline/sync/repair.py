@@ -364,6 +364,10 @@ def repair_user(
         if not user.has_account:
             outcome.no_account = True
             return outcome
+        if getattr(user, "problem", None):
+            # A DID several users claim (or a malformed one): nothing is read or written for it.
+            outcome.error = f"credentials refused: {user.problem}"
+            return outcome
         moods = store.moods_of(user.sub)
         try:
             records = read_records(pds, user.did, REPAIR_READ)
@@ -392,8 +396,7 @@ def repair_user(
         if after.unreadable:
             outcome.unreadable = outcome.error = outcome.error or after.unreadable
         else:
-            left = after.frame[after.frame["problem"]]["status"].value_counts()
-            outcome.remaining = {status: int(n) for status, n in left.items()}
+            outcome.remaining = after.problem_counts()
         return outcome
     except Exception as exc:  # a Mongo outage or a bug: this user fails, the others go on
         log.exception("repair of %s failed", outcome.label)
