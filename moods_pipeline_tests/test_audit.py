@@ -24,6 +24,7 @@ from moods_pipeline.pds.xrpc import PdsClient
 from moods_pipeline.sync import audit as engine
 from moods_pipeline.sync.backfill import sync_user
 from moods_pipeline.sync.model import iso_when
+from moods_pipeline.sync.reconcile import reconcile
 from moods_pipeline.tid import tid_from_parts
 from moods_pipeline_tests.world import add_user, definitions_for, resources_for, store_for
 
@@ -227,6 +228,11 @@ def test_every_status_is_found_exactly_with_precedence_and_counts(mongo_db, make
     assert result.problems == MESSY_PROBLEMS_KEEP
     assert result.moods_live == 11 and result.moods_valid_live == 10
     assert result.read == "pages+car"  # problems are confirmed by a second, independent read
+    # the audit's frame is reconcile()'s for the same data
+    expected = reconcile(store.user_by_did(messy.user.did), store.moods_of(messy.user.sub),
+                         pds.list_records(messy.user.did, MOOD_COLLECTION))
+    pd.testing.assert_frame_equal(frame, expected)
+    assert frame.attrs == expected.attrs
     assert_no_text(frame.to_json(), messy.texts)
 
     # the nuke policy and legacy rewriting change what counts as a problem, not the statuses
@@ -494,3 +500,35 @@ def test_cli_audit_json_and_exit_codes(mongo_db, make_account, test_settings, pd
     with pytest.raises(cli.UsageError):
         args = cli_args(["audit", "--user", "@nobody-at-all"], cli_env)
         args.func(args)
+
+
+def test_a_did_held_by_two_users_is_refused_not_compared(mongo_db, make_account, test_settings, pds):
+    from moods_pipeline.sync import repair
+
+    store = store_for(test_settings)
+    account = make_account("twice")
+    first = add_user(mongo_db, account, moods=2)
+    sync_user(store.user_by_sub(first.sub), store, pds)
+    copy = add_user(mongo_db, account, moods=3)  # the same credentials copied onto another user
+    results = engine.audit_users([store.user_by_sub(first.sub), store.user_by_sub(copy.sub)], store, pds,
+                                 nuke_policy="keep", when_tolerance_ms=1000)
+    for result in results:
+        assert result.unreadable.startswith("credentials refused") and len(result.rows) == 0
+    outcome = repair.repair_user(store.user_by_sub(copy.sub), store, pds, apply=True)
+    assert outcome.error.startswith("credentials refused") and sum(outcome.applied.values()) == 0
+    assert len(pds.list_records(account.did, MOOD_COLLECTION)) == 2
+
+
+def test_user_index_agrees_with_the_store(mongo_db, make_account, test_settings):
+    store = store_for(test_settings)
+    add_user(mongo_db, make_account("idxa"), moods=1)
+    add_user(mongo_db, None, moods=2)
+    nopw = add_user(mongo_db, make_account("idxb"), moods=1)
+    mongo_db.users.update_one({"_id": nopw.sub}, {"$unset": {"atproto.password": ""}})
+    add_user(mongo_db, make_account("idxc"), moods=0)  # an account without moods: not syncable
+    mongo_db.moods.insert_one({"_id": ObjectId(), "user": "auth0|nobody", "mood": "x", "when": None})
+    index = engine.mongo_user_index(store)
+    everyone = store.users_with_moods()
+    assert index.syncable_dids == {u.did for u in everyone if u.has_account}
+    assert index.no_account_subs == {u.sub for u in everyone if not u.has_account}
+    assert len(index.no_account_subs) == 3
