@@ -31,7 +31,7 @@ import pymongo
 from moods_pipeline.devstack import LocalMongo, LocalPds, LocalPlc
 from moods_pipeline.secret import Secret
 
-__all__ = ["BenchStack", "Seeded", "proc_cpu_seconds", "proc_peak_rss_mb"]
+__all__ = ["BenchStack", "Seeded", "proc_cpu_seconds", "proc_peak_rss_mb", "proc_sched_seconds", "machine_cpu_seconds"]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -42,6 +42,28 @@ def proc_cpu_seconds(pid: int) -> float:
         fields = fh.read().rsplit(b")", 1)[1].split()
     # after the ")" of comm: fields[0] is state (field 3), so utime (14) and stime (15) are 11, 12
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def proc_sched_seconds(pid: int) -> tuple[float, float]:
+    """(seconds on a CPU, seconds runnable but waiting for a CPU) of a process's main thread,
+    from /proc/<pid>/schedstat. For the PDS the main thread is Node's JavaScript thread, where
+    every commit runs (password checks run in libuv's pool, so a login's CPU mostly shows only in
+    :func:`proc_cpu_seconds`). On-CPU + waiting close to a phase's wall time means the PDS was the
+    bottleneck; a large waiting share means the machine's CPUs were (other processes, or the
+    client and Mongo beside it)."""
+    with open(f"/proc/{pid}/schedstat") as fh:
+        on_cpu, waiting = fh.read().split()[:2]
+    return int(on_cpu) / 1e9, int(waiting) / 1e9
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, all CPUs (from /proc/stat).
+    Over a phase, busy minus the bench's own processes is what others took (a noisy machine)."""
+    with open("/proc/stat") as fh:
+        values = [int(v) for v in fh.readline().split()[1:]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    total = sum(values[:8])  # guest time is already counted in user
+    return (total - idle) / _CLK_TCK, total / _CLK_TCK
 
 
 def proc_peak_rss_mb(pid: int) -> float | None:
@@ -146,6 +168,10 @@ class BenchStack:
 
     def pds_cpu_seconds(self) -> float:
         return proc_cpu_seconds(self.pds_pid)
+
+    def pds_sched_seconds(self) -> tuple[float, float]:
+        """(on CPU, waiting for a CPU) seconds of the PDS's main (JavaScript) thread."""
+        return proc_sched_seconds(self.pds_pid)
 
     def mongo_cpu_seconds(self) -> float:
         return proc_cpu_seconds(self.mongo_pid)
