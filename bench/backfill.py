@@ -280,6 +280,35 @@ def shipped_backfill(mongo_uri: str, db_name: str, pds_url: str, sample: int) ->
     return stats
 
 
+# -- measuring a phase from outside ------------------------------------------------------------------
+
+
+class Probe:
+    """What the stack and the machine did between construction and :meth:`stop`."""
+
+    def __init__(self, stack) -> None:
+        from bench._stack import machine_cpu_seconds
+
+        self.stack, self._machine = stack, machine_cpu_seconds
+        self.pds0, self.mongo0 = stack.pds_cpu_seconds(), stack.mongo_cpu_seconds()
+        self.sched0, self.machine0 = stack.pds_sched_seconds(), machine_cpu_seconds()
+        self.t0 = time.perf_counter()
+
+    def stop(self, client_cpu_s: float) -> dict:
+        seconds = time.perf_counter() - self.t0
+        pds_cpu = self.stack.pds_cpu_seconds() - self.pds0
+        mongo_cpu = self.stack.mongo_cpu_seconds() - self.mongo0
+        sched, machine = self.stack.pds_sched_seconds(), self._machine()
+        busy = machine[0] - self.machine0[0]
+        return {
+            "seconds": seconds, "pds_cpu_s": pds_cpu, "mongo_cpu_s": mongo_cpu, "client_cpu_s": client_cpu_s,
+            "pds_on_cpu_pct": 100 * (sched[0] - self.sched0[0]) / seconds,
+            "pds_wait_cpu_pct": 100 * (sched[1] - self.sched0[1]) / seconds,
+            "others_cpu_s": max(0.0, busy - pds_cpu - mongo_cpu - client_cpu_s),
+            "cores": (machine[1] - self.machine0[1]) / seconds,
+        }
+
+
 # -- the pipeline child (runs in its own process) --------------------------------------------------
 
 
@@ -327,14 +356,13 @@ def run_pipeline(stack, db_name: str, workdir: Path) -> dict:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
     env["BENCH_CHILD_STATS"] = str(workdir / "child.json")
     out, err = workdir / "stdout.txt", workdir / "stderr.txt"
-    pds0, mongo0, t0 = stack.pds_cpu_seconds(), stack.mongo_cpu_seconds(), time.perf_counter()
+    probe = Probe(stack)
     with open(out, "wb") as stdout, open(err, "wb") as stderr:
         child = subprocess.Popen([sys.executable, "-m", "bench.backfill", "--pipeline-child"], cwd=workdir,
                                  env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr)
         _, status, usage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
-    seconds = time.perf_counter() - t0
-    pds_cpu, mongo_cpu = stack.pds_cpu_seconds() - pds0, stack.mongo_cpu_seconds() - mongo0
+    measured = probe.stop(usage.ru_utime + usage.ru_stime)
     lines = out.read_text().strip().splitlines()
     if not lines or not (workdir / "child.json").exists():
         raise RuntimeError(f"pipeline child exited {child.returncode} without a summary; see {err}:\n"
@@ -342,8 +370,7 @@ def run_pipeline(stack, db_name: str, workdir: Path) -> dict:
     summary = json.loads(lines[-1])
     inner = json.loads((workdir / "child.json").read_text())
     return {
-        "records": summary["created"], "seconds": seconds, "pds_cpu_s": pds_cpu, "mongo_cpu_s": mongo_cpu,
-        "client_cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024,
+        "records": summary["created"], **measured, "peak_rss_mb": usage.ru_maxrss / 1024,
         "mongo_cmd_s": inner["mongo"]["seconds"], "mongo_commands": inner["mongo"]["by_name"],
         "job_s": inner["backfill_job_s"], "summary_job_s": inner["summary_job_s"],
         "failed": summary["failed"], "users_failed": summary["users_failed"], "rc": child.returncode,
@@ -355,17 +382,14 @@ def run_pipeline(stack, db_name: str, workdir: Path) -> dict:
 
 def run_in_process(stack, timer: MongoCommandTimer, work) -> dict:
     timer.reset()
-    pds0, mongo0 = stack.pds_cpu_seconds(), stack.mongo_cpu_seconds()
-    cpu0, t0 = time.process_time(), time.perf_counter()
+    probe, cpu0 = Probe(stack), time.process_time()
     timer.active = True
     try:
         stats = work()
     finally:
         timer.active = False
     return {
-        "records": stats["created"], "seconds": time.perf_counter() - t0,
-        "pds_cpu_s": stack.pds_cpu_seconds() - pds0, "mongo_cpu_s": stack.mongo_cpu_seconds() - mongo0,
-        "client_cpu_s": time.process_time() - cpu0, "mongo_call_s": stats["mongo_call_s"],
+        "records": stats["created"], **probe.stop(time.process_time() - cpu0), "mongo_call_s": stats["mongo_call_s"],
         "mongo_cmd_s": timer.seconds, "logins": stats.get("logins"), "batches": stats.get("batches"),
     }
 
@@ -421,24 +445,34 @@ def pointer_map(stack, db_name: str) -> dict[str, str]:
 # -- reporting -------------------------------------------------------------------------------------
 
 
+def rate(r: dict) -> float:
+    return r["records"] / r["seconds"] if r["seconds"] else 0.0
+
+
 def per_1000(result: dict, key: str) -> float:
     return 1000 * result[key] / result["records"] if result["records"] else float("nan")
 
 
 def describe(name: str, r: dict) -> str:
-    rate = r["records"] / r["seconds"] if r["seconds"] else 0.0
-    text = (f"{name:<12} {r['records']:>7,} records in {r['seconds']:8.1f} s = {rate:8.1f} records/s | "
-            f"PDS CPU {per_1000(r, 'pds_cpu_s'):6.2f} s/1000 records | Mongo: server CPU {r['mongo_cpu_s']:.1f} s, "
-            f"commands {r['mongo_cmd_s']:.1f} s")
-    if "mongo_call_s" in r:
-        text += f", in pymongo calls {r['mongo_call_s']:.1f} s"
-    text += f" | client CPU {r['client_cpu_s']:.1f} s"
+    """Two lines: the figures, then what the stack and the machine did meanwhile."""
+    mongo = f"{r['mongo_call_s']:.1f} s in pymongo calls" if "mongo_call_s" in r else \
+        f"{r['mongo_cmd_s']:.1f} s of commands (summed over threads)"
+    text = (f"{name:<12} {r['records']:>7,} records in {r['seconds']:7.1f} s = {rate(r):7.1f} records/s | "
+            f"PDS CPU {per_1000(r, 'pds_cpu_s'):5.2f} s/1000 records | Mongo {mongo}")
     if "peak_rss_mb" in r:
-        outside = r["seconds"] - r["job_s"] - r["summary_job_s"]
-        text += (f" | peak RSS {r['peak_rss_mb']:.0f} MB | backfill job runs {r['job_s']:.1f} s, "
-                 f"summary job {r['summary_job_s']:.1f} s, start-up and the rest {outside:.1f} s")
+        text += f" | peak RSS {r['peak_rss_mb']:.0f} MB"
         if r["rc"] != 0:
             text += f" | exit {r['rc']} ({r['users_failed']} users, {r['failed']} moods failed)"
+    text += (f"\n{'':12}   CPU s: PDS {r['pds_cpu_s']:.1f}, SecantusDB {r['mongo_cpu_s']:.1f}, client "
+             f"{r['client_cpu_s']:.1f}, other processes {r['others_cpu_s']:.1f} ({r['others_cpu_s'] / r['seconds']:.2f} "
+             f"of {r['cores']:.0f} cores) | PDS JS thread on CPU {r['pds_on_cpu_pct']:.0f}%, "
+             f"waiting for a CPU {r['pds_wait_cpu_pct']:.0f}%")
+    if "mongo_call_s" in r:
+        text += f" | Mongo commands {r['mongo_cmd_s']:.1f} s"
+    if "peak_rss_mb" in r:
+        outside = r["seconds"] - r["job_s"] - r["summary_job_s"]
+        text += (f" | backfill job runs {r['job_s']:.1f} s, summary job {r['summary_job_s']:.1f} s, "
+                 f"start-up and the rest {outside:.1f} s")
     return text
 
 
@@ -451,10 +485,6 @@ def median_of(results: list[dict]) -> dict:
         if key in results[0]:
             merged[key] = max(r[key] for r in results)
     return merged
-
-
-def rate(r: dict) -> float:
-    return r["records"] / r["seconds"] if r["seconds"] else 0.0
 
 
 def say(text: str) -> None:
@@ -527,6 +557,8 @@ def main(argv: list[str] | None = None) -> int:
             result = run_pipeline(stack, "mem", work / "mem")
             problems = check_phase(stack, "mem", expected)
             say(describe("pipeline", result))
+            say("  Mongo commands of the pipeline (count, summed seconds): " + ", ".join(
+                f"{name} {n} ({s:.1f} s)" for name, (n, s) in result["mongo_commands"].items()))
             if problems:
                 say("CHECK FAILED: " + "; ".join(problems))
             verdict = "PASS" if result["peak_rss_mb"] < MEMORY_LIMIT_MB and not problems and result["rc"] == 0 else "FAIL"
@@ -562,6 +594,9 @@ def main(argv: list[str] | None = None) -> int:
             problems = check_phase(stack, db_name, expected)
             results[kind].append(result)
             say(describe(f"{kind} #{i + 1}", result))
+            if kind == "pipeline":
+                say("  Mongo commands of the pipeline (count, summed seconds): " + ", ".join(
+                    f"{name} {n} ({s:.1f} s)" for name, (n, s) in result["mongo_commands"].items()))
             if problems:
                 say(f"  CHECK FAILED for {db_name}: " + "; ".join(problems))
         if pointer_map(stack, "minimal0") != pointer_map(stack, "pipeline0"):
