@@ -122,8 +122,7 @@ def _print_audit(total: dict, summaries: list[dict], lines_only: bool = False) -
         if s.get("unreadable"):
             say(f"UNREADABLE {who}: {s['unreadable']}")
         elif int(s.get("problems", 0)) > 0:
-            counts = ", ".join(f"{n} {k}" for k, n in (s.get("by_status") or {}).items()
-                               if n and k not in ("synced", "nuked", "invalid", "legacy_field", "nuked_on_pds"))
+            counts = ", ".join(f"{n} {k}" for k, n in (s.get("problem_counts") or {}).items())
             say(f"PROBLEMS {who}: {s['problems']} ({counts})")
         if s.get("login") not in (None, "ok"):
             say(f"LOGIN BROKEN {who}: {s['login']}")
