@@ -123,6 +123,14 @@ class MongoStore:
         found = self._accounts(self.db.users.find({"atproto.did": did}))
         return found[0] if found else None
 
+    def users_by_dids(self, dids: list[str]) -> dict[str, UserAccount]:
+        """The user of each DID in one query (first by sub where several claim it, as
+        user_by_did; the claim itself makes that user refused)."""
+        found: dict[str, UserAccount] = {}
+        for account in self._accounts(self.db.users.find({"atproto.did": {"$in": list(dids)}})):
+            found.setdefault(account.did, account)
+        return found
+
     def user_by_sub(self, sub: str) -> UserAccount | None:
         found = self._accounts(self.db.users.find({"_id": sub}))
         return found[0] if found else None
