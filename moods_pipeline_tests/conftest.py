@@ -234,3 +234,26 @@ def dagster_instance(tmp_path: Path):
     home.mkdir()
     with instance_for_test(temp_dir=str(home)) as instance:
         yield instance
+
+
+# --- the project's clients on the test stack ------------------------------------------------
+
+
+@pytest.fixture
+def pds(local_pds):
+    """A PdsClient on the test PDS (closed afterwards)."""
+    from moods_pipeline.pds.xrpc import PdsClient
+
+    client = PdsClient(local_pds.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def store(test_settings):
+    """The pipeline's MongoStore on the test database (its client closed afterwards)."""
+    from moods_pipeline_tests.world import store_for
+
+    opened = store_for(test_settings)
+    yield opened
+    opened.client.close()

@@ -189,13 +189,6 @@ def assert_no_text(blob: str, texts: list[str]) -> None:
             assert text not in blob, "mood text leaked"
 
 
-@pytest.fixture
-def pds(local_pds):
-    client = PdsClient(local_pds.url)
-    yield client
-    client.close()
-
-
 def audit(users, store, pds, **options):
     options.setdefault("nuke_policy", "keep")
     options.setdefault("when_tolerance_ms", 1000)

@@ -6,11 +6,9 @@ from __future__ import annotations
 import dagster as dg
 import pytest
 
-from moods_pipeline import MOOD_COLLECTION
 from moods_pipeline.cli import run_job_over_partitions
-from moods_pipeline.pds.xrpc import PdsClient
 from moods_pipeline.results_store import ResultsStore
-from moods_pipeline.sync.backfill import summarize, sync_user
+from moods_pipeline.sync.backfill import sync_user
 from moods_pipeline_tests.world import (
     add_user,
     check_invariant,
@@ -29,13 +27,6 @@ def backfill(instance, settings, users, dry_run=False, **pds_options):
     results = ResultsStore(settings.state_dir)
     outcomes = {o.did: o for run_id in run_ids for o in results.run_backfill(run_id)}
     return run_ids, outcomes
-
-
-@pytest.fixture
-def pds(local_pds):
-    client = PdsClient(local_pds.url)
-    yield client
-    client.close()
 
 
 def test_backfill_writes_every_valid_live_mood_once_and_materializes_each_user(

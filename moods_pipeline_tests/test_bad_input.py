@@ -29,7 +29,6 @@ from moods_pipeline import cli
 from moods_pipeline.cli import run_job_over_partitions
 from moods_pipeline.mongo_store import CODEC_OPTIONS, _mood_from_doc
 from moods_pipeline.mood_record import MAX_WHEN, Invalid, build_record
-from moods_pipeline.pds.xrpc import PdsClient
 from moods_pipeline.results_store import ResultsStore
 from moods_pipeline.sync.model import Mood, PdsRecord, iso_when
 from moods_pipeline.sync.planner import plan_user
@@ -37,7 +36,7 @@ from moods_pipeline.sync.reconcile import reconcile
 from moods_pipeline.sync.repair_plan import apply_plan_in_memory, plan_repair
 from moods_pipeline_tests.reliability import reliability_record  # noqa: F401 - fixture
 from moods_pipeline_tests.test_repair_plan import USER, scenarios
-from moods_pipeline_tests.world import add_user, check_invariant, definitions_for, repo_snapshot, store_for
+from moods_pipeline_tests.world import add_user, check_invariant, definitions_for, repo_snapshot
 
 pytestmark = pytest.mark.timeout(120)  # every test bounded
 
@@ -112,21 +111,6 @@ def backfill_via_dagster(instance, settings_, users):
     run_ids = run_job_over_partitions(instance, "mood_backfill_job", [u.did for u in users], run_config, defs=defs)
     results = ResultsStore(settings_.state_dir)
     return {o.did: o for run_id in run_ids for o in results.run_backfill(run_id)}
-
-
-@pytest.fixture
-def pds(local_pds):
-    client = PdsClient(local_pds.url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def store(test_settings):
-    """The pipeline's MongoStore on the test database (its client closed afterwards)."""
-    opened = store_for(test_settings)
-    yield opened
-    opened.client.close()
 
 
 @pytest.mark.integration

@@ -3,7 +3,6 @@ The sensor is evaluated with build_sensor_context and the runs it requests are e
 
 from __future__ import annotations
 
-import socket
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -12,35 +11,13 @@ import pytest
 from bson import ObjectId
 
 from moods_pipeline.catchup import CatchupPolicy, CatchupState, backoff_s, find_candidates
-from moods_pipeline.pds.xrpc import PdsClient
 from moods_pipeline.resources import PdsResource, PipelineSettingsResource
 from moods_pipeline.rollout import bucket
 from moods_pipeline.sensors_live import catchup_sensor, catchup_sync_job
 from moods_pipeline.sync.backfill import sync_user
-from moods_pipeline_tests.world import add_user, check_invariant, repo_snapshot, resources_for, store_for
+from moods_pipeline_tests.world import dead_url, add_user, check_invariant, repo_snapshot, resources_for
 
 pytestmark = pytest.mark.integration
-
-
-def dead_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture
-def pds(local_pds):
-    client = PdsClient(local_pds.url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def store(test_settings):
-    store = store_for(test_settings)
-    yield store
-    store.client.close()
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,6 @@ from moods_pipeline_tests.test_audit import (  # noqa: F401 - fixtures
     assert_no_text,
     audit_definitions,
     make_messy_user,
-    pds,
     run_audit_job,
     session_for,
 )

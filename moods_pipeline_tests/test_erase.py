@@ -13,28 +13,13 @@ import pytest
 from moods_pipeline.assets.erase import erase_job, load_report
 from moods_pipeline.cli import UsageError
 from moods_pipeline.cli_live import register
-from moods_pipeline.pds.xrpc import PdsClient
 from moods_pipeline.sync.backfill import sync_user
 from moods_pipeline.sync.live import repo_exists
-from moods_pipeline_tests.world import add_user, repo_snapshot, resources_for, store_for
+from moods_pipeline_tests.world import add_user, repo_snapshot, resources_for
 
 pytestmark = pytest.mark.integration
 
 SECRET_TEXT = "zebra-umbrella-secret-mood"
-
-
-@pytest.fixture
-def pds(local_pds):
-    client = PdsClient(local_pds.url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def store(test_settings):
-    store = store_for(test_settings)
-    yield store
-    store.client.close()
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from moods_pipeline.sync.writer import WriteOptions
 from moods_pipeline_tests.conftest import create_account
 from moods_pipeline_tests.reliability import reliability_record, tally  # noqa: F401 - fixture
 from moods_pipeline_tests.support.fault_proxy import FaultProxy
-from moods_pipeline_tests.world import add_user, check_invariant, definitions_for, repo_snapshot, store_for
+from moods_pipeline_tests.world import add_user, check_invariant, definitions_for, repo_snapshot
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]  # every test bounded
 
@@ -55,21 +55,6 @@ def accounts(stack_url: str, prefix: str, n: int) -> list:
 
 def accounts_of(store: MongoStore, users) -> list:
     return [store.user_by_sub(u.sub) for u in users]
-
-
-@pytest.fixture
-def pds(local_pds):
-    client = PdsClient(local_pds.url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def store(test_settings):
-    """The pipeline's MongoStore on the test database (its client closed afterwards)."""
-    opened = store_for(test_settings)
-    yield opened
-    opened.client.close()
 
 
 @pytest.fixture

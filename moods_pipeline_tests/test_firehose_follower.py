@@ -5,7 +5,6 @@ event twice, and measures latency from real commits; the sensor and the sync_lat
 from __future__ import annotations
 
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -16,27 +15,12 @@ from moods_pipeline import MOOD_COLLECTION
 from moods_pipeline.assets.latency import sync_latency, sync_latency_job
 from moods_pipeline.firehose_follower import FirehoseFollower, percentile
 from moods_pipeline.pds.firehose import Commit, FirehoseError, iter_commits
-from moods_pipeline.pds.xrpc import PdsClient
 from moods_pipeline.sensors_live import firehose_sensor
 from moods_pipeline.sync.backfill import sync_user
 from moods_pipeline.sync.live import delete_mood, sync_mood
-from moods_pipeline_tests.world import add_user, resources_for, store_for
+from moods_pipeline_tests.world import add_user, resources_for
 
 MARKER = "app.moodspipeline.test.marker"
-
-
-@pytest.fixture
-def pds(local_pds):
-    client = PdsClient(local_pds.url)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def store(test_settings):
-    store = store_for(test_settings)
-    yield store
-    store.client.close()
 
 
 def prime(follower: FirehoseFollower, session) -> None:

@@ -3,7 +3,6 @@ real Mongo-wire server: idempotence, skips with reasons, a PDS that is down, dup
 
 from __future__ import annotations
 
-import socket
 from datetime import datetime, timezone
 
 import pytest
@@ -23,24 +22,9 @@ from moods_pipeline.sync.live import (
     sync_mood,
     sync_moods,
 )
-from moods_pipeline_tests.world import add_user, check_invariant, repo_snapshot, store_for
+from moods_pipeline_tests.world import dead_url, add_user, check_invariant, repo_snapshot
 
 pytestmark = pytest.mark.integration
-
-
-def dead_url() -> str:
-    """A URL on which nothing listens (a port bound and released just now)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture
-def pds(local_pds):
-    client = PdsClient(local_pds.url)
-    yield client
-    client.close()
 
 
 @pytest.fixture
@@ -48,13 +32,6 @@ def dead_pds():
     client = PdsClient(dead_url(), max_retries=1, backoff_base_s=0.01, timeout=2)
     yield client
     client.close()
-
-
-@pytest.fixture
-def store(test_settings):
-    store = store_for(test_settings)
-    yield store
-    store.client.close()
 
 
 def put_extra(account, pds, rkey: str, value: dict) -> None:

@@ -11,7 +11,7 @@ import pytest
 from bson import ObjectId
 
 from moods_pipeline import MOOD_COLLECTION
-from moods_pipeline.pds.xrpc import PdsClient, PdsError
+from moods_pipeline.pds.xrpc import PdsError
 from moods_pipeline.sync import audit as audit_engine
 from moods_pipeline.sync import repair as engine
 from moods_pipeline.sync.backfill import sync_user
@@ -22,7 +22,6 @@ from moods_pipeline_tests.test_audit import (  # noqa: F401 - fixtures
     assert_no_text,
     cli_env,
     make_messy_user,
-    pds,
     run_cli,
     session_for,
 )

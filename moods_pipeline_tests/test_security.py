@@ -43,7 +43,7 @@ from moods_pipeline.sync.repair_plan import plan_repair
 from moods_pipeline.sync.writer import BatchWriter, WriteOptions
 from moods_pipeline_tests.support.fault_proxy import FaultProxy
 from moods_pipeline_tests.test_repair_plan import USER, scenarios
-from moods_pipeline_tests.world import BASE_WHEN, add_user, repo_snapshot, store_for
+from moods_pipeline_tests.world import BASE_WHEN, add_user, repo_snapshot
 
 pytestmark = pytest.mark.timeout(120)  # every test bounded
 
@@ -116,14 +116,6 @@ def ops_of(nsid: str, body: dict) -> list[dict]:
     if nsid == "com.atproto.repo.applyWrites":
         return list(body.get("writes") or [])
     return [{"collection": body.get("collection"), "rkey": body.get("rkey"), "value": body.get("record")}]
-
-
-@pytest.fixture
-def store(test_settings):
-    """The pipeline's MongoStore on the test database (its client closed afterwards)."""
-    opened = store_for(test_settings)
-    yield opened
-    opened.client.close()
 
 
 # --- the command line, end to end ------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-import pytest
 
 from moods_pipeline.pds.xrpc import PdsError, PdsUnavailable
 from moods_pipeline.sync.model import Mood, PdsRecord

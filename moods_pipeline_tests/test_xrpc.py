@@ -8,7 +8,6 @@ import hashlib
 import hmac
 import json
 import pickle
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 

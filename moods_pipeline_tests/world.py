@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
+import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -76,6 +77,14 @@ def definitions_for(settings: Settings, **pds_options):
 
 def store_for(settings: Settings) -> MongoStore:
     return MongoStore(connect(settings.mongodb_connection_string), settings.mongodb_name)
+
+
+def dead_url() -> str:
+    """A URL on which nothing listens (a port bound and released just now)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
 
 
 def repo_snapshot(pds: PdsClient, did: str) -> dict[str, dict]:
