@@ -68,14 +68,16 @@ class MongoStore:
         ])
         return {row["_id"]: sorted(row["subs"]) for row in rows if len(row["subs"]) > 1}
 
-    def _accounts(self, users: Iterable[dict]) -> list[UserAccount]:
+    def _accounts(self, users: Iterable[dict], claimants: dict[str, list[str]] | None = None) -> list[UserAccount]:
+        """``claimants``: DIDs held by several users, when the caller already knows them."""
         users = list(users)
         handles = {
             row["_id"]: row.get("handle")
             for row in self.db[HANDLES].find({"_id": {"$in": [u["_id"] for u in users]}})
         }
         atprotos = {u["_id"]: u.get("atproto") if isinstance(u.get("atproto"), dict) else {} for u in users}
-        claimants = self._claimants(sorted({a["did"] for a in atprotos.values() if isinstance(a.get("did"), str)}))
+        if claimants is None:
+            claimants = self._claimants(sorted({a["did"] for a in atprotos.values() if isinstance(a.get("did"), str)}))
         accounts = []
         for user in users:
             atproto = atprotos[user["_id"]]
@@ -126,8 +128,17 @@ class MongoStore:
     def users_by_dids(self, dids: list[str]) -> dict[str, UserAccount]:
         """The user of each DID in one query (first by sub where several claim it, as
         user_by_did; the claim itself makes that user refused)."""
+        docs = list(self.db.users.find({"atproto.did": {"$in": list(dids)}}))
+        # Every holder of these DIDs is in `docs`, so the claims are counted here rather than by
+        # a second scan of users (unindexed on atproto.did in production).
+        holders: dict[str, list[str]] = {}
+        for doc in docs:
+            atproto = doc.get("atproto")
+            if isinstance(atproto, dict) and isinstance(atproto.get("did"), str):
+                holders.setdefault(atproto["did"], []).append(doc["_id"])
+        claimants = {did: sorted(subs) for did, subs in holders.items() if len(subs) > 1}
         found: dict[str, UserAccount] = {}
-        for account in self._accounts(self.db.users.find({"atproto.did": {"$in": list(dids)}})):
+        for account in self._accounts(docs, claimants=claimants):
             found.setdefault(account.did, account)
         return found
 

@@ -512,6 +512,21 @@ def test_a_did_held_by_two_users_is_refused_not_compared(mongo_db, make_account,
     assert len(pds.list_records(account.did, MOOD_COLLECTION)) == 2
 
 
+def test_users_by_dids_refuses_every_claimant_of_a_did_as_user_by_did_does(mongo_db, make_account, test_settings):
+    store = store_for(test_settings)
+    shared = make_account("claimed")
+    first = add_user(mongo_db, shared, moods=1)
+    copy = add_user(mongo_db, shared, moods=1)
+    alone = add_user(mongo_db, make_account("alone"), moods=1)
+    found = store.users_by_dids([shared.did, alone.did])
+    assert set(found) == {shared.did, alone.did}
+    assert found[shared.did].sub == min(first.sub, copy.sub)
+    assert found[shared.did].problem == store.user_by_did(shared.did).problem
+    assert "held by 2 users" in found[shared.did].problem
+    assert first.sub in found[shared.did].problem and copy.sub in found[shared.did].problem
+    assert found[alone.did].problem is None and found[alone.did].has_account
+
+
 def test_user_index_agrees_with_the_store(mongo_db, make_account, test_settings):
     store = store_for(test_settings)
     add_user(mongo_db, make_account("idxa"), moods=1)

@@ -48,12 +48,6 @@ class AuditConfig(dg.Config):
     """Count legacy_field (mongoId instead of ref) as a problem."""
 
 
-def users_by_dids(store, dids: list[str]) -> dict[str, UserAccount]:
-    """The users holding these DIDs, in one query."""
-    docs = list(store.db.users.find({"atproto.did": {"$in": list(dids)}}))
-    return {u.did: u for u in store._accounts(docs) if u.did}
-
-
 def reconciliation_table(audit: engine.UserAudit, limit: int = MAX_TABLE_ROWS) -> dg.TableMetadataValue:
     """The reconciliation as table metadata: problems first, then the rest, at most ``limit`` rows."""
     columns = audit.columns()
@@ -141,7 +135,7 @@ def mood_audit(
     audits = AuditStore(settings.state_dir)
     run_id = context.run.run_id
     dids = list(context.partition_keys)
-    found = users_by_dids(store, dids)
+    found = store.users_by_dids(dids)
     gone = [did for did in dids if did not in found]
     users = [found[did] for did in dids if did in found]
     context.log.info(f"auditing {len(users)} users ({pds.user_concurrency} at once, read={config.read})")
