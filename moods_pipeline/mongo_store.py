@@ -142,6 +142,20 @@ class MongoStore:
             found.setdefault(account.did, account)
         return found
 
+    def account_dids(self) -> dict[str, tuple[str, bool]]:
+        """Every users document with a string ``atproto.did``: sub -> (DID, has a password), read
+        in one pass without decoding anything else."""
+        found: dict[str, tuple[str, bool]] = {}
+        for doc in self.db.users.find({}, {"atproto.did": 1, "atproto.password": 1}):
+            atproto = doc.get("atproto") if isinstance(doc.get("atproto"), dict) else {}
+            did, password = atproto.get("did"), atproto.get("password")
+            if isinstance(did, str) and did:
+                found[doc["_id"]] = (did, isinstance(password, str) and bool(password))
+        return found
+
+    def has_user(self, sub: str) -> bool:
+        return self.db.users.find_one({"_id": sub}, {"_id": 1}) is not None
+
     def user_by_sub(self, sub: str) -> UserAccount | None:
         found = self._accounts(self.db.users.find({"_id": sub}))
         return found[0] if found else None
@@ -174,6 +188,21 @@ class MongoStore:
         """All of a user's moods, nuked included, in ObjectId order."""
         cursor = self.db.moods.find({"user": sub}, MOOD_FIELDS).sort("_id", 1)
         return [_mood_from_doc(doc) for doc in cursor]
+
+    def moods_of_users(self, subs: list[str]) -> dict[str, list[Mood]]:
+        """``moods_of`` for many users in one query: each sub's moods in ObjectId order (a sub
+        without moods maps to an empty list)."""
+        by_sub: dict[str, list[Mood]] = {sub: [] for sub in subs}
+        for doc in self.db.moods.find({"user": {"$in": list(subs)}}, MOOD_FIELDS).sort("_id", 1):
+            by_sub.setdefault(doc.get("user"), []).append(_mood_from_doc(doc))
+        return by_sub
+
+    def owner_of_moods(self, mood_ids: list[str]) -> str | None:
+        """The ``user`` of the first of these moods found in Mongo (non-ObjectIds are ignored)."""
+        ids = [ObjectId(m) for m in mood_ids if ObjectId.is_valid(m)]
+        doc = self.db.moods.find_one({"_id": {"$in": ids}}, {"user": 1}) if ids else None
+        sub = doc.get("user") if doc else None
+        return sub if isinstance(sub, str) else None
 
     def mood(self, mood_id: str) -> Mood | None:
         doc = self.db.moods.find_one({"_id": ObjectId(mood_id)})

@@ -171,6 +171,26 @@ def test_reads_retry_5xx_and_connection_errors_with_bounded_jittered_backoff():
     assert counters.seconds_waited == pytest.approx(sum(fake.sleeps))
 
 
+def listed(n: int, start: int = 0, cursor: str | None = "next") -> dict:
+    return {"records": [{"uri": f"at://{DID}/{MOOD_COLLECTION}/{tid_from_parts(T0_US + i, 1)}", "cid": "bafy",
+                         "value": mood(i)} for i in range(start, start + n)], "cursor": cursor}
+
+
+def test_list_records_reads_until_an_empty_page_or_with_stop_on_short_page_until_a_short_one():
+    # The reference PDS sends a cursor even with the last page; a short page is the last one.
+    for stop, pages, requests in ((False, [ok(listed(3)), ok(listed(0, cursor=None))], 2), (True, [ok(listed(3))], 1)):
+        script = Script().on("com.atproto.repo.listRecords", *pages)
+        client = make_client(script, FakeTime())
+        records = client.list_records(DID, MOOD_COLLECTION, stop_on_short_page=stop)
+        assert [r.value["ref"] for r in records] == [f"{i:024x}" for i in range(3)]
+        assert client.counters.requests == requests
+    # A full page is never taken for the last one.
+    script = Script().on("com.atproto.repo.listRecords", ok(listed(100)), ok(listed(7, start=100)))
+    client = make_client(script, FakeTime())
+    assert len(client.list_records(DID, MOOD_COLLECTION, stop_on_short_page=True)) == 107
+    assert client.counters.requests == 2
+
+
 def test_reads_give_up_after_max_retries():
     script = Script().on("com.atproto.repo.listRecords", default=err(500, "InternalServerError", "boom"))
     fake = FakeTime()

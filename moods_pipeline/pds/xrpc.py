@@ -494,8 +494,13 @@ class PdsClient:
 
     # --- reads (no login needed) ---
 
-    def list_records(self, did: str, collection: str) -> list[PdsRecord]:
-        """Every record of ``collection`` in ``did``'s repo (all pages, oldest rkey first)."""
+    def list_records(self, did: str, collection: str, *, stop_on_short_page: bool = False) -> list[PdsRecord]:
+        """Every record of ``collection`` in ``did``'s repo (all pages, oldest rkey first).
+
+        By default pages are read until one comes back empty. ``stop_on_short_page`` stops at the
+        first page shorter than the limit instead: the reference PDS applies the limit in SQL
+        after every filter, so a short page is the last one, and a repo with a handful of
+        records costs one request instead of two (what the audit reads every user with)."""
         records: list[PdsRecord] = []
         cursor: str | None = None
         seen_cursors: set[str] = set()
@@ -508,7 +513,8 @@ class PdsClient:
             for item in items:
                 records.append(_record_of(item))
             cursor = page.get("cursor")
-            if not items or not cursor or cursor in seen_cursors:
+            short = stop_on_short_page and len(items) < _LIST_PAGE
+            if short or not items or not cursor or cursor in seen_cursors:
                 return records
             seen_cursors.add(cursor)
 
@@ -545,6 +551,11 @@ class PdsClient:
             ):
                 return None
             raise
+
+    def repo_status(self, did: str) -> dict:
+        """com.atproto.sync.getRepoStatus: ``did``, ``active``, ``status`` (deactivated,
+        takendown...). PdsError (RepoNotFound) for a DID with no account on this PDS."""
+        return self._request("GET", "com.atproto.sync.getRepoStatus", params={"did": did})
 
     def list_repos(self) -> list[dict]:
         """Every repo on the PDS: dicts with ``did``, ``head``, ``rev``, ``active``, ``status``."""

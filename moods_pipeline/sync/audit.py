@@ -12,10 +12,9 @@ page of ``missing_on_pds``. Users without a PDS account are counted apart (``no_
 Reading records (measured on the reference PDS, 0.4.217, 2 cores; figures in the README):
 
 - ``"pages"``: ``com.atproto.repo.listRecords`` pages of 100, stopping at the first page shorter
-  than 100. The reference PDS applies the limit in SQL after every filter, so a short page is
-  the last one; ``PdsClient.list_records`` instead asks once more for the (empty) page after
-  the cursor, which doubles the requests for the typical user with a handful of moods.
-- ``"list"``: ``PdsClient.list_records`` (every page until an empty one).
+  than 100 (``PdsClient.list_records(stop_on_short_page=True)``): one request for the typical
+  user with a handful of moods.
+- ``"list"``: ``PdsClient.list_records`` (every page until an empty one: one request more).
 - ``"car"``: one ``com.atproto.sync.getRepo`` export per user, records read from the CAR.
 - ``"auto"`` (default): ``"pages"``, and every user whose reconciliation shows a problem is read
   again with a ``getRepo`` export and reconciled again, so each reported problem is confirmed
@@ -69,7 +68,6 @@ from moods_pipeline.sync.reconcile import (
 log = logging.getLogger(__name__)
 
 READ_MODES = ("auto", "pages", "list", "car")
-PAGE_SIZE = 100  # listRecords' maximum
 NO_ACCOUNT = "no PDS account (users.atproto lacks did or password)"
 LOGIN_OK = "ok"
 # Statuses of mood rows (the others are record rows: duplicate, orphan).
@@ -80,35 +78,10 @@ _MOOD_STATUSES = frozenset(STATUSES) - {"duplicate", "orphan"}
 # Reading a repo
 
 
-def list_records_paged(pds, did: str, collection: str = MOOD_COLLECTION, page_size: int = PAGE_SIZE) -> list[PdsRecord]:
-    """Every record of ``collection`` in ``did``'s repo by listRecords pages (oldest first),
-    stopping at the first short page (see the module docstring). Falls back to the client's own
-    ``list_records`` for a client without the XRPC request method (test doubles)."""
-    request = getattr(pds, "_request", None)
-    if request is None:
-        return pds.list_records(did, collection)
-    from moods_pipeline.pds.xrpc import _record_of
-
-    records: list[PdsRecord] = []
-    cursor: str | None = None
-    seen: set[str] = set()
-    while True:
-        params = {"repo": did, "collection": collection, "limit": page_size, "reverse": "true"}
-        if cursor:
-            params["cursor"] = cursor
-        page = request("GET", "com.atproto.repo.listRecords", params=params)
-        items = page.get("records") or []
-        records.extend(_record_of(item) for item in items)
-        cursor = page.get("cursor")
-        if len(items) < page_size or not cursor or cursor in seen:
-            return records
-        seen.add(cursor)
-
-
 def read_records(pds, did: str, read: str = "pages") -> list[PdsRecord]:
     """The user's mood records by one of ``READ_MODES`` (``auto`` reads as ``pages``)."""
     if read in ("auto", "pages"):
-        return list_records_paged(pds, did)
+        return pds.list_records(did, MOOD_COLLECTION, stop_on_short_page=True)
     if read == "list":
         return pds.list_records(did, MOOD_COLLECTION)
     if read == "car":
@@ -138,10 +111,10 @@ def explain_unreadable(pds, did: str, exc: Exception) -> str:
     tells a deactivated or taken-down account from one that does not exist (one request, only
     for unreadable users)."""
     reason = unreadable_reason(exc)
-    if not reason.startswith("repo not found") or getattr(pds, "_request", None) is None:
+    if not reason.startswith("repo not found"):
         return reason
     try:
-        status = pds._request("GET", "com.atproto.sync.getRepoStatus", params={"did": did})
+        status = pds.repo_status(did)
     except PdsError as status_exc:
         if "RepoNotFound" in str(status_exc) or "Could not find" in str(status_exc):
             return f"repo not found on the PDS (no account with this DID): {exc}"
@@ -299,13 +272,12 @@ def _live_counts_of_rows(rows: list[RowFacts]) -> tuple[int, int]:
 
 
 class MoodSource:
-    """Users' moods read in bulk: one query per chunk of users (``{user: {$in: subs}}``) instead
-    of one per user, loaded when a worker first asks for one of the chunk's users and handed out
-    once. Falls back to ``store.moods_of`` for a store without a database handle."""
+    """Users' moods read in bulk: one query per chunk of users (``MongoStore.moods_of_users``)
+    instead of one per user, loaded when a worker first asks for one of the chunk's users and
+    handed out once."""
 
     def __init__(self, store, subs: list[str], chunk: int = 100) -> None:
         self.store = store
-        self.bulk = getattr(store, "db", None) is not None
         self._chunk_of = {sub: i // chunk for i, sub in enumerate(subs)}
         self._chunks = [subs[i : i + chunk] for i in range(0, len(subs), chunk)]
         self._loaded: dict[int, dict[str, list[Mood]]] = {}
@@ -313,23 +285,12 @@ class MoodSource:
 
     def moods_of(self, sub: str) -> list[Mood]:
         index = self._chunk_of.get(sub)
-        if not self.bulk or index is None:
+        if index is None:
             return self.store.moods_of(sub)
         with self._locks[index]:
             if index not in self._loaded:
-                self._loaded[index] = self._load(self._chunks[index])
+                self._loaded[index] = self.store.moods_of_users(self._chunks[index])
             return self._loaded[index].pop(sub, [])
-
-    def _load(self, subs: list[str]) -> dict[str, list[Mood]]:
-        from moods_pipeline.mongo_store import _mood_from_doc
-
-        by_sub: dict[str, list[Mood]] = {sub: [] for sub in subs}
-        cursor = self.store.db.moods.find(
-            {"user": {"$in": subs}}, {"mood": 1, "when": 1, "deleted": 1, "atproto": 1, "user": 1}
-        ).sort("_id", 1)
-        for doc in cursor:
-            by_sub.setdefault(doc.get("user"), []).append(_mood_from_doc(doc))
-        return by_sub
 
 
 class LoginPacer:
@@ -548,37 +509,19 @@ def mongo_user_index(store) -> UserIndex:
     """``UserIndex`` of the store: CONTRACT.md's "syncable" (did and password set, at least one
     mood, as ``UserAccount.has_account``) and the users with moods but no account."""
     with_moods = store.subs_with_moods()
-    known: set[str] = set()
-    with_account: dict[str, str] = {}
-    for doc in store.db.users.find({}, {"atproto.did": 1, "atproto.password": 1}):
-        atproto = doc.get("atproto") if isinstance(doc.get("atproto"), dict) else {}
-        did, password = atproto.get("did"), atproto.get("password")
-        if isinstance(did, str) and did:
-            known.add(did)
-            if isinstance(password, str) and password:
-                with_account[doc["_id"]] = did
+    accounts = store.account_dids()
+    known = {did for did, _ in accounts.values()}
+    with_account = {sub: did for sub, (did, has_password) in accounts.items() if has_password}
     syncable = {did for sub, did in with_account.items() if sub in with_moods}
     return UserIndex(frozenset(known), frozenset(syncable), frozenset(with_moods - set(with_account)))
 
 
 def _orphan_reason(store, records: list[PdsRecord]) -> str:
-    from bson import ObjectId
-
-    refs = []
-    for record in records:
-        ref = record.mood_ref
-        if ref and len(ref) == 24:
-            try:
-                refs.append(ObjectId(ref))
-            except Exception:  # noqa: BLE001 - not an ObjectId: says nothing about the owner
-                pass
-        if len(refs) >= 50:
-            break
-    doc = store.db.moods.find_one({"_id": {"$in": refs}}, {"user": 1}) if refs else None
-    sub = doc.get("user") if doc else None
-    if not isinstance(sub, str):
+    refs = [r.mood_ref for r in records if isinstance(r.mood_ref, str) and len(r.mood_ref) == 24][:50]
+    sub = store.owner_of_moods(refs)
+    if sub is None:
         return "no Mongo user holds this DID and no mood of its records is in Mongo"
-    if store.db.users.find_one({"_id": sub}, {"_id": 1}) is None:
+    if not store.has_user(sub):
         return f"its records' moods belong to {sub}, who has no users document any more"
     return f"its records' moods belong to {sub}, whose users.atproto no longer names this DID"
 
@@ -603,7 +546,7 @@ def find_orphan_repos(store, pds, *, concurrency: int = 4,
 
     def look(did: str) -> OrphanRepo | str | None:
         try:
-            records = list_records_paged(pds, did)
+            records = pds.list_records(did, MOOD_COLLECTION, stop_on_short_page=True)
         except PdsError as exc:
             return unreadable_reason(exc)
         if not records:

@@ -151,15 +151,13 @@ def repo_exists(pds: PdsClient, did: str) -> bool:
 
     Other errors (the PDS down) raise PdsError: an outage must not read as "erased".
     """
-    # PdsClient has no public describe_repo yet; _request gives the same retry policy.
     try:
-        pds._request("GET", "com.atproto.repo.describeRepo", params={"repo": did})
+        return pds.describe_repo(did) is not None
     except PdsError as exc:
         if exc.status in (400, 404) and exc.error in ("RepoNotFound", "RepoDeactivated", "RepoTakendown",
                                                       "InvalidRequest", "NotFound"):
             return False
         raise
-    return True
 
 
 def _unset_user_atproto(store, sub: str) -> int:
