@@ -253,8 +253,8 @@ def engine(store, pds, users, settings, read: str = "auto", concurrency: int = 8
 
 
 def definitions(settings):
-    import dagster as dg
-
+    """The project's definitions with resources pointed at the benchmark's stack."""
+    from moods_pipeline.definitions import build_definitions
     from moods_pipeline.resources import MongoResource, PdsResource, PipelineSettingsResource
 
     resources = {
@@ -263,19 +263,7 @@ def definitions(settings):
         "pds": PdsResource(url=settings.pds_url),
         "pipeline": PipelineSettingsResource(state_dir=str(settings.state_dir)),
     }
-    try:
-        from moods_pipeline.definitions import build_definitions
-
-        defs = build_definitions(resources)
-        defs.resolve_job_def("mood_audit_job")
-        defs.resolve_job_def("audit_summary_job")
-        return defs
-    except Exception:  # noqa: BLE001 - definitions.py does not carry the audit yet
-        from moods_pipeline.assets.audit import audit_job, audit_summary, audit_summary_job, mood_audit
-        from moods_pipeline.checks import everyone_in_step
-
-        return dg.Definitions(assets=[mood_audit, audit_summary], asset_checks=[everyone_in_step],
-                              jobs=[audit_job, audit_summary_job], resources=resources)
+    return build_definitions(resources)
 
 
 def dagster_home(work: Path, rep: int, storage: str, postgres: "Postgres | None") -> Path:
