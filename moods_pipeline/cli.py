@@ -80,27 +80,11 @@ def dagster_instance():
     return DagsterInstance.get()
 
 
-def partition_runs(ordered_keys: list[str], selected: set[str], per_run: int) -> list[list[str]]:
-    """Selected partition keys grouped into runs of contiguous keys (a run covers a key range)."""
-    runs: list[list[str]] = []
-    current: list[str] = []
-    for key in ordered_keys:
-        if key in selected and len(current) < per_run:
-            current.append(key)
-            continue
-        if current:
-            runs.append(current)
-        current = [key] if key in selected else []
-    if current:
-        runs.append(current)
-    return runs
-
-
 def run_job_over_partitions(instance, job_name: str, keys: list[str], run_config: dict, defs=None):
     """Run a partitioned job in-process over the given users, in batched runs; returns run ids."""
     from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-    from moods_pipeline.partitions import PARTITIONS_PER_RUN, USERS_PARTITION
+    from moods_pipeline.partitions import PARTITIONS_PER_RUN, USERS_PARTITION, partition_runs
 
     defs = defs or _definitions()
     existing = instance.get_dynamic_partitions(USERS_PARTITION)

@@ -15,23 +15,16 @@ import dagster as dg
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from moods_pipeline.assets.audit import audit_job, audit_summary_job
-from moods_pipeline.partitions import PARTITIONS_PER_RUN, USERS_PARTITION
+from moods_pipeline.partitions import PARTITIONS_PER_RUN, USERS_PARTITION, partition_runs
 
 NIGHTLY_AUDIT_CRON = "0 2 * * *"
 NIGHTLY_SUMMARY_CRON = "0 5 * * *"
 
 
-def partition_ranges(keys: list[str], per_run: int = PARTITIONS_PER_RUN) -> list[list[str]]:
-    """Partition keys (in the partitions' own order) cut into contiguous ranges of ``per_run``."""
-    if per_run < 1:
-        raise ValueError("per_run must be at least 1")
-    return [keys[i : i + per_run] for i in range(0, len(keys), per_run)]
-
-
 def audit_run_requests(keys: list[str], scheduled: str, per_run: int = PARTITIONS_PER_RUN) -> list[dg.RunRequest]:
     """One RunRequest per range of at most ``per_run`` partitions."""
     requests = []
-    for chunk in partition_ranges(keys, per_run):
+    for chunk in partition_runs(keys, set(keys), per_run):
         requests.append(
             dg.RunRequest(
                 run_key=f"nightly-audit:{scheduled}:{chunk[0]}..{chunk[-1]}",

@@ -8,6 +8,7 @@ import dagster as dg
 import pytest
 
 from moods_pipeline import cli
+from moods_pipeline.partitions import partition_runs
 from moods_pipeline.sensors import users_partition_sensor
 from moods_pipeline_tests.world import add_user, resources_for
 
@@ -96,9 +97,11 @@ def test_selector_is_required(capsys):
 
 def test_partition_runs_are_contiguous_and_bounded():
     keys = [f"k{i}" for i in range(10)]
-    assert cli.partition_runs(keys, {"k1", "k2", "k3", "k7"}, per_run=2) == [["k1", "k2"], ["k3"], ["k7"]]
-    assert cli.partition_runs(keys, set(keys), per_run=50) == [keys]
-    assert cli.partition_runs(keys, set(), per_run=5) == []
+    assert partition_runs(keys, {"k1", "k2", "k3", "k7"}, per_run=2) == [["k1", "k2"], ["k3"], ["k7"]]
+    assert partition_runs(keys, set(keys), per_run=50) == [keys]
+    assert partition_runs(keys, set(), per_run=5) == []
+    with pytest.raises(ValueError):
+        partition_runs(keys, set(keys), per_run=0)
 
 
 @pytest.mark.integration
