@@ -257,3 +257,17 @@ def store(test_settings):
     opened = store_for(test_settings)
     yield opened
     opened.client.close()
+
+
+@pytest.fixture
+def cli_env(test_settings, tmp_path: Path, monkeypatch):
+    """CONTRACT.md's variables pointing at the test stack, as an operator would export them, and
+    a fresh DAGSTER_HOME; returns the settings."""
+    monkeypatch.setenv("MONGODB_CONNECTION_STRING", test_settings.mongodb_connection_string.reveal())
+    monkeypatch.setenv("MONGODB_NAME", test_settings.mongodb_name)
+    monkeypatch.setenv("PDS_URL", test_settings.pds_url)
+    monkeypatch.setenv("MOODS_STATE_DIR", str(test_settings.state_dir))
+    home = tmp_path / "cli_dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return test_settings

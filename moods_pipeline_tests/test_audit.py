@@ -447,15 +447,12 @@ def cli_args(argv, defs):
 
 
 @pytest.fixture
-def cli_env(monkeypatch, test_settings, dagster_instance, tmp_path):
-    monkeypatch.setenv("MONGODB_CONNECTION_STRING", test_settings.mongodb_connection_string.reveal())
-    monkeypatch.setenv("MONGODB_NAME", test_settings.mongodb_name)
-    monkeypatch.setenv("PDS_URL", test_settings.pds_url)
-    monkeypatch.setenv("MOODS_STATE_DIR", str(test_settings.state_dir))
+def cli_env(cli_env, monkeypatch, dagster_instance):
+    """conftest's operator variables; the commands run on the test's instance; the definitions."""
     import moods_pipeline.cli_audit as cli_audit
 
     monkeypatch.setattr(cli_audit, "dagster_instance", lambda: dagster_instance)
-    return audit_definitions(test_settings)
+    return audit_definitions(cli_env)
 
 
 def run_cli(argv, defs, capsys):

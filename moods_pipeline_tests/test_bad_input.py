@@ -14,7 +14,6 @@ never touches another mood or user; what lands, lands byte for byte.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -36,7 +35,7 @@ from moods_pipeline.sync.reconcile import reconcile
 from moods_pipeline.sync.repair_plan import apply_plan_in_memory, plan_repair
 from moods_pipeline_tests.reliability import reliability_record  # noqa: F401 - fixture
 from moods_pipeline_tests.test_repair_plan import USER, scenarios
-from moods_pipeline_tests.world import add_user, check_invariant, definitions_for, repo_snapshot
+from moods_pipeline_tests.world import add_user, backfill_json, check_invariant, definitions_for, repo_snapshot
 
 pytestmark = pytest.mark.timeout(120)  # every test bounded
 
@@ -165,25 +164,6 @@ def test_bad_moods_are_skipped_with_their_reason_and_the_rest_land_exactly(
 # --- users-level bad input through the command line ----------------------------------------------
 
 
-@pytest.fixture
-def cli_env(test_settings, tmp_path, monkeypatch):
-    (tmp_path / "home").mkdir()
-    monkeypatch.setenv("MONGODB_CONNECTION_STRING", test_settings.mongodb_connection_string.reveal())
-    monkeypatch.setenv("MONGODB_NAME", test_settings.mongodb_name)
-    monkeypatch.setenv("PDS_URL", test_settings.pds_url)
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MOODS_STATE_DIR", str(test_settings.state_dir))
-    return test_settings
-
-
-def backfill_cli(capsys, *argv) -> tuple[int, dict, str]:
-    code = cli.main(["backfill", *argv, "--json"])
-    captured = capsys.readouterr()
-    lines = captured.out.strip().splitlines()
-    assert len(lines) == 1, captured.out
-    return code, json.loads(lines[0]), captured.err
-
-
 def raw_user(db, sub: str, atproto: dict | None, handle: str | None = None, moods: int = 2) -> list[str]:
     doc = {"_id": sub, "code": "ac25bad", "when": WHEN}
     if atproto is not None:
@@ -228,7 +208,7 @@ def test_bad_users_rows_fail_alone_with_a_reason(store, cli_env, mongo_db, make_
     ])
     repos_before = {r["did"]: r.get("rev") for r in pds.list_repos()}
 
-    code, summary, err = backfill_cli(capsys, "--all")
+    code, summary, err = backfill_json(capsys, "--all")
 
     assert code == 1  # something was left: the bad users
     outcomes = {o.sub: o for o in ResultsStore(cli_env.state_dir).latest_backfill()}

@@ -10,29 +10,10 @@ import pytest
 from moods_pipeline import cli
 from moods_pipeline.partitions import partition_runs
 from moods_pipeline.sensors import users_partition_sensor
-from moods_pipeline_tests.world import add_user, resources_for
+from moods_pipeline_tests.world import add_user, backfill_json, resources_for
 
 BACKFILL_KEYS = {"users", "users_failed", "moods_live", "created", "already_synced", "pointers_written",
                  "skipped_invalid", "skipped_no_account", "failed", "seconds", "dry_run"}
-
-
-@pytest.fixture
-def cli_env(test_settings, tmp_path, monkeypatch):
-    (tmp_path / "home").mkdir()
-    monkeypatch.setenv("MONGODB_CONNECTION_STRING", test_settings.mongodb_connection_string.reveal())
-    monkeypatch.setenv("MONGODB_NAME", test_settings.mongodb_name)
-    monkeypatch.setenv("PDS_URL", test_settings.pds_url)
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("MOODS_STATE_DIR", str(test_settings.state_dir))
-    return test_settings
-
-
-def backfill_json(capsys, *argv) -> tuple[int, dict, str]:
-    code = cli.main(["backfill", *argv, "--json"])
-    captured = capsys.readouterr()
-    lines = captured.out.strip().splitlines()
-    assert len(lines) == 1, f"stdout must be one JSON object, got {captured.out!r}"
-    return code, json.loads(lines[0]), captured.err
 
 
 @pytest.mark.integration

@@ -23,17 +23,10 @@ SECRET_TEXT = "zebra-umbrella-secret-mood"
 
 
 @pytest.fixture
-def cli_env(monkeypatch, test_settings, tmp_path):
-    """The CONTRACT.md variables pointing at the test stack, as an operator would export them."""
-    monkeypatch.setenv("MONGODB_CONNECTION_STRING", test_settings.mongodb_connection_string.reveal())
-    monkeypatch.setenv("MONGODB_NAME", test_settings.mongodb_name)
-    monkeypatch.setenv("PDS_URL", test_settings.pds_url)
-    monkeypatch.setenv("PDS_ADMIN_PASSWORD", test_settings.pds_admin_password.reveal())
-    monkeypatch.setenv("MOODS_STATE_DIR", str(test_settings.state_dir))
-    home = tmp_path / "cli_dagster_home"
-    home.mkdir()
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    return test_settings
+def cli_env(cli_env, monkeypatch):
+    """conftest's operator variables, plus the PDS admin password erase needs."""
+    monkeypatch.setenv("PDS_ADMIN_PASSWORD", cli_env.pds_admin_password.reveal())
+    return cli_env
 
 
 def erase_cli(*argv: str) -> int:

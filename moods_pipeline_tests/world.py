@@ -112,3 +112,16 @@ def check_invariant(store: MongoStore, pds: PdsClient, users: list[WorldUser]) -
             assert value["mood"] == built["mood"] and value["when"] == built["when"], f"mood {mood.id} content differs"
             checked += 1
     return checked
+
+
+def backfill_json(capsys, *argv: str) -> tuple[int, dict, str]:
+    """``moods-pipeline backfill ARGV --json`` in-process: (exit code, the one JSON object, stderr)."""
+    import json
+
+    from moods_pipeline import cli
+
+    code = cli.main(["backfill", *argv, "--json"])
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert len(lines) == 1, f"stdout must be one JSON object, got {captured.out!r}"
+    return code, json.loads(lines[0]), captured.err
