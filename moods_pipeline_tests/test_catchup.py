@@ -53,7 +53,7 @@ class Harness:
 
     def run(self, request: dg.RunRequest):
         defs = dg.Definitions(jobs=[catchup_sync_job], resources=self.resources)
-        return defs.get_job_def("catchup_sync_job").execute_in_process(
+        return defs.resolve_job_def("catchup_sync_job").execute_in_process(
             run_config=request.run_config, instance=self.instance, tags=request.tags, raise_on_error=False
         )
 

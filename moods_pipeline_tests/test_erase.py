@@ -49,7 +49,7 @@ def test_job_dry_run_lists_and_writes_nothing(mongo_db, make_account, test_setti
     _, user = synced_user(mongo_db, make_account, store, pds, "dry")
     defs = dg.Definitions(jobs=[erase_job], resources=resources_for(test_settings))
     for mode in ("records", "account"):
-        result = defs.get_job_def("erase_job").execute_in_process(
+        result = defs.resolve_job_def("erase_job").execute_in_process(
             instance=dagster_instance,
             run_config={"ops": {"erase_users": {"config": {"users": [user.sub], "mode": mode}}}},
         )

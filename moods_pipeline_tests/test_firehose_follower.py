@@ -179,7 +179,7 @@ def test_sensor_drains_and_the_asset_materializes_latency(
     assert not idle.run_requests and "no mood commits" in idle.skip_reason.skip_message
 
     defs = dg.Definitions(assets=[sync_latency], jobs=[sync_latency_job], resources=resources)
-    run = defs.get_job_def("sync_latency_job").execute_in_process(instance=dagster_instance)
+    run = defs.resolve_job_def("sync_latency_job").execute_in_process(instance=dagster_instance)
     assert run.success
     metadata = dagster_instance.get_latest_materialization_event(
         dg.AssetKey("sync_latency")).asset_materialization.metadata
