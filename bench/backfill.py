@@ -188,17 +188,23 @@ def _login(http: httpx.Client, did: str, password: str) -> str:
     return session["accessJwt"]
 
 
-def minimal_backfill(mongo_uri: str, db_name: str, pds_url: str) -> dict:
-    """Every valid live mood of every user with an account into its repo; sequential."""
-    stats = {"created": 0, "users": 0, "logins": 0, "batches": 0, "invalid": 0, "mongo_call_s": 0.0}
+def _timed_into(stats: dict, key: str):
+    """A call wrapper that adds each call's wall time to ``stats[key]`` (the baselines' pymongo time)."""
 
-    def mongo(call, *args, **kwargs):
+    def timed(call, *args, **kwargs):
         started = time.perf_counter()
         try:
             return call(*args, **kwargs)
         finally:
-            stats["mongo_call_s"] += time.perf_counter() - started
+            stats[key] += time.perf_counter() - started
 
+    return timed
+
+
+def minimal_backfill(mongo_uri: str, db_name: str, pds_url: str) -> dict:
+    """Every valid live mood of every user with an account into its repo; sequential."""
+    stats = {"created": 0, "users": 0, "logins": 0, "batches": 0, "invalid": 0, "mongo_call_s": 0.0}
+    mongo = _timed_into(stats, "mongo_call_s")
     client = pymongo.MongoClient(mongo_uri, tz_aware=True, datetime_conversion="DATETIME_AUTO")
     db = client[db_name]
     try:
@@ -247,14 +253,7 @@ def minimal_backfill(mongo_uri: str, db_name: str, pds_url: str) -> dict:
 def shipped_backfill(mongo_uri: str, db_name: str, pds_url: str, sample: int) -> dict:
     """As the app's JS did it: per mood, log in, createRecord (PDS-assigned rkey), write the rkey."""
     stats = {"created": 0, "logins": 0, "mongo_call_s": 0.0}
-
-    def mongo(call, *args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return call(*args, **kwargs)
-        finally:
-            stats["mongo_call_s"] += time.perf_counter() - started
-
+    mongo = _timed_into(stats, "mongo_call_s")
     client = pymongo.MongoClient(mongo_uri, tz_aware=True, datetime_conversion="DATETIME_AUTO")
     db = client[db_name]
     try:
