@@ -52,6 +52,12 @@ def _mood_from_doc(doc: dict) -> Mood:
     )
 
 
+def _atproto_of(user_doc: dict) -> dict:
+    """A users document's ``atproto`` block, or {} when it is missing or not a document."""
+    atproto = user_doc.get("atproto")
+    return atproto if isinstance(atproto, dict) else {}
+
+
 class MongoStore:
     def __init__(self, client: pymongo.MongoClient, db_name: str) -> None:
         self.client = client
@@ -75,7 +81,7 @@ class MongoStore:
             row["_id"]: row.get("handle")
             for row in self.db[HANDLES].find({"_id": {"$in": [u["_id"] for u in users]}})
         }
-        atprotos = {u["_id"]: u.get("atproto") if isinstance(u.get("atproto"), dict) else {} for u in users}
+        atprotos = {u["_id"]: _atproto_of(u) for u in users}
         if claimants is None:
             claimants = self._claimants(sorted({a["did"] for a in atprotos.values() if isinstance(a.get("did"), str)}))
         accounts = []
@@ -133,9 +139,9 @@ class MongoStore:
         # a second scan of users (unindexed on atproto.did in production).
         holders: dict[str, list[str]] = {}
         for doc in docs:
-            atproto = doc.get("atproto")
-            if isinstance(atproto, dict) and isinstance(atproto.get("did"), str):
-                holders.setdefault(atproto["did"], []).append(doc["_id"])
+            did = _atproto_of(doc).get("did")
+            if isinstance(did, str):
+                holders.setdefault(did, []).append(doc["_id"])
         claimants = {did: sorted(subs) for did, subs in holders.items() if len(subs) > 1}
         found: dict[str, UserAccount] = {}
         for account in self._accounts(docs, claimants=claimants):
@@ -147,7 +153,7 @@ class MongoStore:
         in one pass without decoding anything else."""
         found: dict[str, tuple[str, bool]] = {}
         for doc in self.db.users.find({}, {"atproto.did": 1, "atproto.password": 1}):
-            atproto = doc.get("atproto") if isinstance(doc.get("atproto"), dict) else {}
+            atproto = _atproto_of(doc)
             did, password = atproto.get("did"), atproto.get("password")
             if isinstance(did, str) and did:
                 found[doc["_id"]] = (did, isinstance(password, str) and bool(password))
