@@ -81,6 +81,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if STACK_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+        # What bench/reliability.py runs: every test that records a row of the reliability table.
+        if "reliability_record" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.reliability)
 
 
 _STARTUP: dict[str, float] = {}

@@ -50,7 +50,9 @@ def record(
     section: str = "fault",
     test: str | None = None,
 ) -> dict:
-    """Write one row (when recording is on) and return it. ``section``: "fault" or "bad_input"."""
+    """Write one row (when recording is on) and return it. ``section``: "fault", "bad_input" or
+    "destructive" (a deletion that was attempted: ``at_stake`` are the records and accounts that
+    had to survive, ``lost`` those deleted all the same)."""
     row = {
         "section": section,
         "fault": fault,
@@ -68,6 +70,17 @@ def record(
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"
         (folder / name).write_text(json.dumps(row, ensure_ascii=False))
     return row
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """With recording on (this module loaded as a plugin), every test's outcome goes beside the
+    rows, so the table can mark the rows of a test that failed after recording them."""
+    folder = out_dir()
+    if folder is None or (report.when != "call" and report.passed):
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "outcomes.jsonl", "a") as handle:
+        handle.write(json.dumps({"test": report.nodeid, "when": report.when, "outcome": report.outcome}) + "\n")
 
 
 @pytest.fixture
