@@ -30,7 +30,6 @@ import functools
 import json
 import os
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,10 +40,7 @@ from atproto_lexicon import models as lex_models
 from atproto_lexicon.parser import lexicon_parse
 from pydantic import ValidationError as PydanticValidationError
 
-try:  # Grapheme clusters per UAX #29 at a current Unicode version (see _count_graphemes).
-    import regex as _regex
-except ImportError:  # pragma: no cover - depends on the environment
-    _regex = None
+import regex as _regex
 
 DEFAULT_LEXICON_DIR = Path(__file__).resolve().parent.parent / "lexicons"
 
@@ -291,98 +287,11 @@ def _is_at_uri(s: str) -> bool:
 
 # --- grapheme clusters -----------------------------------------------------------------------
 
-_EXTEND_EXTRA = (
-    {0x200C}  # ZWNJ
-    | set(range(0x1F3FB, 0x1F400))  # emoji skin-tone modifiers
-    | set(range(0xE0020, 0xE0080))  # tag characters (subdivision flags)
-    | {0xFF9E, 0xFF9F}  # halfwidth katakana voiced sound marks
-)
-_ZWJ = 0x200D
-
-
-def _is_extended_pictographic(cp: int) -> bool:
-    return (
-        0x1F000 <= cp <= 0x1FAFF
-        or 0x2600 <= cp <= 0x27BF
-        or 0x2300 <= cp <= 0x23FF
-        or 0x2B00 <= cp <= 0x2BFF
-        or cp in (0x00A9, 0x00AE, 0x203C, 0x2049, 0x2122, 0x2139, 0x3030, 0x303D, 0x3297, 0x3299)
-        or 0x2194 <= cp <= 0x21AA
-    )
-
-
-def _hangul_kind(cp: int) -> str | None:
-    if 0x1100 <= cp <= 0x115F or 0xA960 <= cp <= 0xA97C:
-        return "L"
-    if 0x1160 <= cp <= 0x11A7 or 0xD7B0 <= cp <= 0xD7C6:
-        return "V"
-    if 0x11A8 <= cp <= 0x11FF or 0xD7CB <= cp <= 0xD7FB:
-        return "T"
-    if 0xAC00 <= cp <= 0xD7A3:
-        return "LV" if (cp - 0xAC00) % 28 == 0 else "LVT"
-    return None
-
-
-def _approx_graphemes(s: str) -> int:
-    """Grapheme clusters approximated with the standard library (used only without `regex`).
-
-    Covers CR LF, combining and spacing marks, ZWJ emoji sequences, skin tones, variation
-    selectors, tag sequences, regional-indicator pairs and Hangul syllables. Not covered:
-    Prepend characters and Indic conjuncts (UAX #29 GB9b/GB9c), which it over-counts.
-    """
-    count = 0
-    prev: int | None = None
-    prev_hangul: str | None = None
-    ri_run = 0  # regional indicators in the current run
-    pictographic_before_zwj = False
-    for ch in s:
-        cp = ord(ch)
-        cat = unicodedata.category(ch)
-        hangul = _hangul_kind(cp)
-        is_ri = 0x1F1E6 <= cp <= 0x1F1FF
-        join = False
-        if prev is None:
-            join = False
-        elif prev == 0x0D and cp == 0x0A:
-            join = True
-        elif prev in (0x0D, 0x0A) or cat in ("Cc", "Zl", "Zp") or unicodedata.category(chr(prev)) in ("Cc", "Zl", "Zp"):
-            join = False
-        elif cat in ("Mn", "Me", "Mc") or cp in _EXTEND_EXTRA or cp == _ZWJ:
-            join = True
-        elif prev == _ZWJ and pictographic_before_zwj and _is_extended_pictographic(cp):
-            join = True
-        elif is_ri and ri_run % 2 == 1:
-            join = True
-        elif prev_hangul and hangul:
-            join = (
-                (prev_hangul == "L" and hangul in ("L", "V", "LV", "LVT"))
-                or (prev_hangul in ("LV", "V") and hangul in ("V", "T"))
-                or (prev_hangul in ("LVT", "T") and hangul == "T")
-            )
-        if not join:
-            count += 1
-            pictographic_before_zwj = False
-            ri_run = 0
-        if _is_extended_pictographic(cp):
-            pictographic_before_zwj = True
-        elif not (cat in ("Mn", "Me") or cp in _EXTEND_EXTRA or cp == _ZWJ):
-            pictographic_before_zwj = False
-        ri_run = ri_run + 1 if is_ri else 0
-        prev, prev_hangul = cp, hangul
-    return count
-
 
 def _count_graphemes(s: str) -> int:
-    """Extended grapheme clusters (UAX #29). With the `regex` package installed this is `\\X`
-    at regex's Unicode version (ZWJ sequences, flags, Indic conjuncts); without it, an
-    approximation from the standard library."""
-    if _regex is not None:
-        return sum(1 for _ in _regex.finditer(r"\X", s))
-    return _approx_graphemes(s)
-
-
-def grapheme_backend() -> str:
-    return "regex" if _regex is not None else "approximate"
+    """Extended grapheme clusters (UAX #29) by `regex`'s ``\\X``, at its Unicode version (ZWJ
+    sequences, flags, Indic conjuncts): the standard library has no grapheme segmentation."""
+    return sum(1 for _ in _regex.finditer(r"\X", s))
 
 
 # --- checking documents ------------------------------------------------------------------------

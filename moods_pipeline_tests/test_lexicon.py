@@ -637,26 +637,19 @@ GRAPHEMES = [
 ]
 
 
-@pytest.mark.parametrize("backend", ["default", "approximate"])
 @pytest.mark.parametrize("text, count", GRAPHEMES)
-def test_grapheme_counts(backend, text, count):
-    counter = lexicon._approx_graphemes if backend == "approximate" else lexicon._count_graphemes
-    assert counter(text) == count
+def test_grapheme_counts(text, count):
+    assert lexicon._count_graphemes(text) == count
 
 
-@pytest.mark.parametrize("backend", ["default", "approximate"])
-def test_graphemes_in_validation(monkeypatch, backend):
-    if backend == "approximate":
-        monkeypatch.setattr(lexicon, "_regex", None)
+def test_graphemes_in_validation():
     assert check(short="👩‍👩‍👧‍👦👩‍👩‍👧‍👦") == []  # 2 clusters, 50 bytes
     assert check(short="e\u0301e\u0301e\u0301") == []  # 3 clusters, 6 code points
     assert check(short="🇺🇸🇫🇷🇩🇪🇯🇵") == [("short", "maxGraphemes")]
     assert check(short="👍🏽") == [("short", "minGraphemes")]
 
 
-def test_indic_conjuncts_with_regex():
-    if lexicon.grapheme_backend() != "regex":
-        pytest.skip("the regex package is not installed; the approximation over-counts conjuncts")
+def test_indic_conjuncts():
     assert lexicon._count_graphemes("क्षि") == 1
 
 
