@@ -1,4 +1,4 @@
-"""Backfill benchmark (issue 3 §8): the shipped approach, the smallest correct script, and this
+"""Backfill benchmark: the shipped approach, the smallest correct script, and this
 project's Dagster pipeline, on one fresh local stack and the same generated data.
 
     .venv/bin/python -m bench.backfill                       # 200 users x 50 moods, 3 repetitions
@@ -581,6 +581,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{time.perf_counter() - t0:.0f} s")
 
         results: dict[str, list[dict]] = {"minimal": [], "pipeline": []}
+        checks_failed = 0
         shipped = run_in_process(stack, timer, lambda: shipped_backfill(
             stack.mongo_uri, "shipped", stack.pds_url, args.shipped_sample))
         say(describe("shipped", shipped))
@@ -597,8 +598,10 @@ def main(argv: list[str] | None = None) -> int:
                 say("  Mongo commands of the pipeline (count, summed seconds): " + ", ".join(
                     f"{name} {n} ({s:.1f} s)" for name, (n, s) in result["mongo_commands"].items()))
             if problems:
+                checks_failed += 1
                 say(f"  CHECK FAILED for {db_name}: " + "; ".join(problems))
         if pointer_map(stack, "minimal0") != pointer_map(stack, "pipeline0"):
+            checks_failed += 1
             say("  CHECK FAILED: minimal and pipeline chose different rkeys")
 
         minimal, pipeline = median_of(results["minimal"]), median_of(results["pipeline"])
@@ -611,7 +614,8 @@ def main(argv: list[str] | None = None) -> int:
         say(f"ratio pipeline/minimal={x:.2f} pipeline/shipped={y:.1f}")
         say(f"target pipeline/minimal >= {TARGET_RATIO:g}: {'met' if x >= TARGET_RATIO else 'NOT met'}; "
             f"wall time {time.perf_counter() - wall0:.0f} s; load average {os.getloadavg()[0]:.2f}")
-    return 0
+    # A failed check or a missed target is a failed benchmark: scripts and CI must see it.
+    return 1 if checks_failed or x < TARGET_RATIO else 0
 
 
 if __name__ == "__main__":
