@@ -118,7 +118,8 @@ def test_firehose_is_bounded_in_time_and_reports_errors(local_pds):
     started = time.monotonic()
     stream = iter_commits(local_pds.url, stop_after_s=1.0, idle_s=None)
     list(stream)  # nothing new happens: ends at the deadline
-    assert 0.9 <= time.monotonic() - started < 3 and stream.stopped_because == "time"
+    # It ends because its deadline passed, never before it (how long after depends on the machine).
+    assert stream.stopped_because == "time" and time.monotonic() - started >= 1.0
 
     drained = iter_commits(local_pds.url, cursor=0, stop_after_s=10, idle_s=0.5)
     list(drained)  # replays the backlog, then stops when idle
