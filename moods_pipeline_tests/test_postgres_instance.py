@@ -216,21 +216,6 @@ def test_backfill_runs_and_events_land_in_postgres(pg_instance, mongo_db, make_a
     assert metadata["created"].value == 12 and metadata["users"].value == 3 and metadata["failed"].value == 0
 
 
-def audit_definitions(settings) -> dg.Definitions:
-    """The project's Definitions if they carry the audit jobs, else the audit's own parts."""
-    defs = definitions_for(settings)
-    try:
-        defs.resolve_job_def("mood_audit_job")
-        return defs
-    except Exception:  # noqa: BLE001 - not wired into definitions.py yet
-        pass
-    from moods_pipeline.assets.audit import audit_job, audit_summary, audit_summary_job, mood_audit
-    from moods_pipeline.checks import everyone_in_step
-
-    return dg.Definitions(assets=[mood_audit, audit_summary], asset_checks=[everyone_in_step],
-                          jobs=[audit_job, audit_summary_job], resources=resources_for(settings))
-
-
 @pytest.mark.integration
 def test_audit_runs_and_check_evaluations_land_in_postgres(pg_instance, mongo_db, make_account, test_settings):
     instance, server, db = pg_instance
@@ -239,7 +224,7 @@ def test_audit_runs_and_check_evaluations_land_in_postgres(pg_instance, mongo_db
     backfill_ids = run_job_over_partitions(instance, "mood_backfill_job", dids,
                                            {"ops": {"mood_backfill": {"config": {"dry_run": False}}}},
                                            defs=definitions_for(test_settings))
-    defs = audit_definitions(test_settings)
+    defs = definitions_for(test_settings)  # the real ones: a job missing from them fails here
     audit_ids = run_job_over_partitions(instance, "mood_audit_job", dids, {}, defs=defs)
     summary = defs.resolve_job_def("audit_summary_job").execute_in_process(instance=instance)
     assert summary.success
