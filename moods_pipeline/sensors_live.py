@@ -36,6 +36,7 @@ from moods_pipeline.catchup import (
     plan_runs,
     run_catchup,
 )
+from moods_pipeline.deletion_journal import DeletionJournal
 from moods_pipeline.firehose_follower import FirehoseFollower
 from moods_pipeline.resources import MongoResource, PdsResource, PipelineSettingsResource
 from moods_pipeline.sync.live import LiveSync
@@ -75,7 +76,10 @@ def catchup_sync(
     """Sync (and, under the delete nuke policy, delete) the moods the catch-up sensor listed."""
     settings = pipeline.settings()
     state = CatchupState(settings.state_dir)
-    live = LiveSync(mongo.store(), pds.client(), pds.write_options(), concurrency=pds.user_concurrency)
+    # Deletes of nuked moods are journaled under the state dir, with this run's id.
+    journal = DeletionJournal(settings.state_dir, command="catchup", run_id=context.run_id)
+    live = LiveSync(mongo.store(), pds.client(), pds.write_options(), concurrency=pds.user_concurrency,
+                    journal=journal)
     report = run_catchup(live, state, list(config.sync_mood_ids), list(config.delete_mood_ids),
                          config.reported_mood_ids)
     path = state.save_run(context.run_id, report)

@@ -13,8 +13,8 @@ import pytest
 from moods_pipeline.assets.erase import erase_job, load_report
 from moods_pipeline.cli import UsageError
 from moods_pipeline.cli_live import register
+from moods_pipeline.deletion_journal import read_journal
 from moods_pipeline.sync.backfill import sync_user
-from moods_pipeline.sync.live import repo_exists
 from moods_pipeline_tests.world import add_user, repo_snapshot, resources_for
 
 pytestmark = pytest.mark.integration
@@ -27,6 +27,11 @@ def cli_env(cli_env, monkeypatch):
     """conftest's operator variables, plus the PDS admin password erase needs."""
     monkeypatch.setenv("PDS_ADMIN_PASSWORD", cli_env.pds_admin_password.reveal())
     return cli_env
+
+
+def account_exists(pds, settings, did: str) -> bool:
+    """The admin API's word on whether the PDS still has the account."""
+    return pds.admin(settings.pds_admin_password).get_account_info(did) is not None
 
 
 def erase_cli(*argv: str) -> int:
@@ -57,7 +62,7 @@ def test_job_dry_run_lists_and_writes_nothing(mongo_db, make_account, test_setti
         report = load_report(test_settings.state_dir, result.run_id)
         assert report["summary"]["dry_run"] and report["summary"]["records_found"] == 3
         assert report["users"][0]["status"] == "planned" and len(report["users"][0]["found_rkeys"]) == 3
-    assert len(repo_snapshot(pds, user.did)) == 3 and repo_exists(pds, user.did)
+    assert len(repo_snapshot(pds, user.did)) == 3 and account_exists(pds, test_settings, user.did)
     assert all(m.rkey for m in store.moods_of(user.sub))
 
 
@@ -78,7 +83,7 @@ def test_cli_records_mode_dry_run_then_apply(
     summary = json.loads(out)
     assert (summary["records_deleted"], summary["left"], summary["users_failed"]) == (4, 0, 0)
     assert repo_snapshot(pds, user.did) == {}
-    assert repo_exists(pds, user.did)  # the account stays
+    assert account_exists(pds, cli_env, user.did)  # the account stays
     assert all(m.rkey is None for m in store.moods_of(user.sub))
     assert len(repo_snapshot(pds, bystander.did)) == 1
 
@@ -97,8 +102,14 @@ def test_cli_account_mode_deletes_the_account_and_forgets_it(mongo_db, make_acco
     assert erase_cli("--user", user.sub, "--mode", "account", "--apply", "--json") == 0
     summary = json.loads(capsys.readouterr().out)
     assert (summary["accounts_deleted"], summary["records_deleted"], summary["left"]) == (1, 2, 0)
-    assert not repo_exists(pds, user.did)
+    assert not account_exists(pds, cli_env, user.did)
     assert "atproto" not in mongo_db.users.find_one({"_id": user.sub})
+    # Journaled: one account deletion, intent then result, under this run's id.
+    intents = [e for e in read_journal(cli_env.state_dir) if e["phase"] == "intent"]
+    assert [(e["kind"], e["did"], e["command"], e["run_id"]) for e in intents] == [
+        ("account", user.did, "erase", summary["run_id"])]
+    results = [e for e in read_journal(cli_env.state_dir) if e["phase"] == "result"]
+    assert [(e["id"], e["outcome"]) for e in results] == [(intents[0]["id"], "deleted")]
     # Idempotent: the user is still selectable by handle and has nothing left to erase.
     assert erase_cli("--user", f"@{user.handle}", "--mode", "account", "--apply", "--json") == 0
     again = json.loads(capsys.readouterr().out)
@@ -113,7 +124,7 @@ def test_cli_exit_1_when_something_is_left(mongo_db, make_account, cli_env, stor
     summary = json.loads(captured.out)
     assert summary["users_failed"] == 1 and summary["accounts_deleted"] == 0
     assert "wrong-admin-password" not in captured.out + captured.err
-    assert repo_exists(pds, user.did) and mongo_db.users.find_one({"_id": user.sub})["atproto"]
+    assert account_exists(pds, cli_env, user.did) and mongo_db.users.find_one({"_id": user.sub})["atproto"]
 
     # Records mode with a stored password that no longer works: the records stay, exit 1.
     mongo_db.users.update_one({"_id": user.sub}, {"$set": {"atproto.password": "changed-elsewhere"}})

@@ -1,5 +1,8 @@
 """Live sync, deletion sync and erasure (moods_pipeline.sync.live) on the real local PDS and a
-real Mongo-wire server: idempotence, skips with reasons, a PDS that is down, duplicates."""
+real Mongo-wire server: idempotence, skips with reasons, a PDS that is down, duplicates.
+
+Deletion sync mirrors moods deleted or nuked in Mongo, so the tests nuke a mood before deleting
+its records; every delete goes through a deletion journal (``journal`` fixture)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import pytest
 from bson import ObjectId
 
 from moods_pipeline import MOOD_COLLECTION
+from moods_pipeline.deletion_journal import DeletionJournal, read_journal
 from moods_pipeline.mood_record import record_key_for
 from moods_pipeline.pds.xrpc import PdsClient
 from moods_pipeline.secret import Secret
@@ -18,7 +22,6 @@ from moods_pipeline.sync.live import (
     delete_mood,
     erase_account,
     plan_erase,
-    repo_exists,
     sync_mood,
     sync_moods,
 )
@@ -32,6 +35,20 @@ def dead_pds():
     client = PdsClient(dead_url(), max_retries=1, backoff_base_s=0.01, timeout=2)
     yield client
     client.close()
+
+
+@pytest.fixture
+def journal(tmp_path):
+    return DeletionJournal(tmp_path / "state", command="test", run_id="test-run")
+
+
+def nuke(db, *mood_ids: str) -> None:
+    db.moods.update_many({"_id": {"$in": [ObjectId(m) for m in mood_ids]}}, {"$set": {"deleted": True}})
+
+
+def account_exists(pds, admin_password, did: str) -> bool:
+    """The admin API's word on whether the PDS still has the account."""
+    return pds.admin(admin_password).get_account_info(did) is not None
 
 
 def put_extra(account, pds, rkey: str, value: dict) -> None:
@@ -88,15 +105,15 @@ def test_skips_say_why(mongo_db, make_account, store, pds):
     assert repo_snapshot(pds, user.did) == {} and repo_snapshot(pds, nuked.did) == {}
 
 
-def test_pds_down_fails_without_raising_then_syncs(mongo_db, make_account, store, pds, dead_pds):
+def test_pds_down_fails_without_raising_then_syncs(mongo_db, make_account, store, pds, dead_pds, journal):
     user = add_user(mongo_db, make_account("down"), moods=2)
     results = sync_moods(store, dead_pds, user.mood_ids)
     assert [r.status for r in results] == ["failed", "failed"]
     assert "unreachable" in results[0].reason
     assert all(m.rkey is None for m in store.moods_of(user.sub))
-    deleted = delete_mood(store, dead_pds, user.mood_ids[0])
+    deleted = delete_mood(store, dead_pds, user.mood_ids[0], journal=journal)
     assert deleted.status == "failed" and "unreachable" in deleted.reason
-    erased = delete_all_moods(store, dead_pds, user.sub)
+    erased = delete_all_moods(store, dead_pds, user.sub, journal=journal)
     assert erased.status == "failed" and not erased.ok
     # The PDS is back (the live client): the same call syncs.
     assert [r.status for r in sync_moods(store, pds, user.mood_ids)] == ["synced", "synced"]
@@ -111,7 +128,7 @@ def test_wrong_password_fails_with_the_reason_and_no_secret(mongo_db, make_accou
     assert repo_snapshot(pds, user.did) == {}
 
 
-def test_delete_mood_removes_duplicates_and_only_them(mongo_db, make_account, store, pds):
+def test_delete_mood_removes_duplicates_and_only_them(mongo_db, make_account, store, pds, journal):
     account = make_account("del")
     user = add_user(mongo_db, account, moods=3)
     sync_user(store.user_by_sub(user.sub), store, pds)
@@ -125,7 +142,14 @@ def test_delete_mood_removes_duplicates_and_only_them(mongo_db, make_account, st
     before = repo_snapshot(pds, user.did)
     assert len(before) == 5
 
-    result = delete_mood(store, pds, target)
+    # A live mood's records are not deletion sync's to delete.
+    live = delete_mood(store, pds, target, journal=journal)
+    assert live.status == "skipped" and live.reason.startswith("kept") and live.removed == ()
+    assert set(live.kept) == {pointed, "3kaaaaaaaaa22", "3kaaaaaaaaa23"}
+    assert repo_snapshot(pds, user.did) == before and store.mood(target).rkey == pointed
+
+    nuke(mongo_db, target)
+    result = delete_mood(store, pds, target, journal=journal)
     assert (result.status, result.action, result.pointer_unset) == ("deleted", "removed", True)
     assert set(result.removed) == {pointed, "3kaaaaaaaaa22", "3kaaaaaaaaa23"}
     after = repo_snapshot(pds, user.did)
@@ -133,24 +157,51 @@ def test_delete_mood_removes_duplicates_and_only_them(mongo_db, make_account, st
     assert all((v.get("ref") or v.get("mongoId")) != target for v in after.values())
     assert store.mood(target).rkey is None and store.mood(other).rkey is not None
 
-    again = delete_mood(store, pds, target)
+    again = delete_mood(store, pds, target, journal=journal)
     assert (again.status, again.action, again.removed) == ("deleted", "nothing_on_pds", ())
     assert repo_snapshot(pds, user.did) == after
 
+    # One delete batch, journaled: intent (the three targets) then result; no mood text.
+    lines = read_journal(journal.folder.parent)
+    assert [(e["phase"], e["kind"] if e["phase"] == "intent" else e["outcome"]) for e in lines] == [
+        ("intent", "records"), ("result", "deleted")]
+    assert sorted(t["rkey"] for t in lines[0]["targets"]) == sorted(result.removed)
+    assert {t["mood_id"] for t in lines[0]["targets"]} == {target}
+    assert lines[1]["id"] == lines[0]["id"] and sorted(lines[1]["deleted"]) == sorted(result.removed)
+    assert "mood number" not in journal_text(journal)
 
-def test_delete_mood_keeps_another_moods_record_the_pointer_names(mongo_db, make_account, store, pds):
+
+def test_delete_without_a_journal_is_refused(mongo_db, make_account, store, pds):
+    user = add_user(mongo_db, make_account("nojr"), moods=1)
+    sync_user(store.user_by_sub(user.sub), store, pds)
+    before = repo_snapshot(pds, user.did)
+    nuke(mongo_db, user.mood_ids[0])
+    result = delete_mood(store, pds, user.mood_ids[0])
+    assert result.status == "failed" and "no deletion journal" in result.reason
+    erased = delete_all_moods(store, pds, user.sub)
+    assert erased.status == "failed" and "no deletion journal" in erased.reason and erased.left == 1
+    assert repo_snapshot(pds, user.did) == before and store.mood(user.mood_ids[0]).rkey
+
+
+def journal_text(journal) -> str:
+    return "".join(p.read_text() for p in sorted(journal.folder.glob("*.jsonl")))
+
+
+def test_delete_mood_keeps_another_moods_record_the_pointer_names(mongo_db, make_account, store, pds, journal):
     user = add_user(mongo_db, make_account("stale"), moods=2)
     sync_user(store.user_by_sub(user.sub), store, pds)
     a, b = user.mood_ids
     # A's pointer wrongly names B's record: deleting A must not touch it.
     store.write_pointers([(a, store.mood(b).rkey)])
-    result = delete_mood(store, pds, a)
+    nuke(mongo_db, a)
+    result = delete_mood(store, pds, a, journal=journal)
     assert len(result.removed) == 1 and result.removed[0] != store.mood(b).rkey
     assert store.mood(b).rkey in repo_snapshot(pds, user.did)
     assert store.mood(a).rkey is None
 
 
-def test_delete_all_moods_in_batches_leaves_none_and_keeps_the_account(mongo_db, make_account, store, pds):
+def test_delete_all_moods_in_batches_leaves_none_and_keeps_the_account(mongo_db, make_account, store, pds,
+                                                                       journal):
     account = make_account("all")
     user = add_user(mongo_db, account, moods=205)
     sync_user(store.user_by_sub(user.sub), store, pds)
@@ -160,39 +211,42 @@ def test_delete_all_moods_in_batches_leaves_none_and_keeps_the_account(mongo_db,
     assert planned.status == "planned" and len(planned.found_rkeys) == 206 and planned.left == 206
     assert len(repo_snapshot(pds, user.did)) == 206
 
-    result = delete_all_moods(store, pds, f"@{user.handle}")
+    result = delete_all_moods(store, pds, f"@{user.handle}", journal=journal)
     assert result.status == "erased" and result.left == 0 and result.ok
     assert len(result.removed_rkeys) == 206 and result.pointers_unset == 205
     assert repo_snapshot(pds, user.did) == {}
     assert all(m.rkey is None for m in store.moods_of(user.sub))
-    assert repo_exists(pds, user.did)  # the account stays
+    assert pds.describe_repo(user.did) is not None  # the account stays
     pds.login(account.did, account.password, expected_did=account.did)
+    intents = [e for e in read_journal(journal.folder.parent) if e["phase"] == "intent"]
+    assert len(intents) == 1 and len(intents[0]["targets"]) == 206 and intents[0]["reason"] == "erase records"
 
-    again = delete_all_moods(store, pds, user.did)  # by DID this time
+    again = delete_all_moods(store, pds, user.did, journal=journal)  # by DID this time
     assert again.status == "erased" and again.found_rkeys == [] and again.left == 0
 
 
-def test_erase_account_removes_the_account_then_forgets_it(mongo_db, make_account, store, pds, local_pds):
+def test_erase_account_removes_the_account_then_forgets_it(mongo_db, make_account, store, pds, local_pds, journal):
     account = make_account("erase")
     user = add_user(mongo_db, account, moods=4)
     sync_user(store.user_by_sub(user.sub), store, pds)
     bystander = add_user(mongo_db, make_account("stay"), moods=1)
     sync_user(store.user_by_sub(bystander.sub), store, pds)
 
-    refused = erase_account(store, pds, Secret("not-the-admin-password"), user.sub)
-    assert refused.status == "failed" and repo_exists(pds, user.did)
+    refused = erase_account(store, pds, Secret("not-the-admin-password"), user.sub, journal=journal)
+    assert refused.status == "failed" and account_exists(pds, local_pds.admin_password, user.did)
     assert "not-the-admin-password" not in str(refused.to_dict())
     assert mongo_db.users.find_one({"_id": user.sub})["atproto"]["did"] == user.did
 
-    result = erase_account(store, pds, local_pds.admin_password, user.did)
+    result = erase_account(store, pds, local_pds.admin_password, user.did, journal=journal)
     assert result.status == "erased" and result.account_deleted and result.left == 0
+    assert result.proved_by == "login"
     assert len(result.removed_rkeys) == 4 and result.pointers_unset == 4
-    assert not repo_exists(pds, user.did)
+    assert not account_exists(pds, local_pds.admin_password, user.did)
     assert "atproto" not in mongo_db.users.find_one({"_id": user.sub})
     assert all(m.rkey is None for m in store.moods_of(user.sub))
     assert check_invariant(store, pds, [bystander]) == 1  # nobody else touched
 
-    again = erase_account(store, pds, local_pds.admin_password, user.sub)
+    again = erase_account(store, pds, local_pds.admin_password, user.sub, journal=journal)
     assert again.status == "skipped" and again.ok and again.reason.startswith("no PDS account")
 
 

@@ -4,12 +4,19 @@
 "account", "apply": bool}``:
 
 - ``apply: false`` (the default) is a dry run: it lists what would be removed (the rkeys of
-  the collection in each repo) and writes nothing;
+  the collection in each repo) and which users would be refused, and writes nothing;
 - mode ``records``: ``delete_all_moods`` (every ``computer.aesthetic.mood`` record, in
-  applyWrites delete batches of at most 200; the account stays; the user's pointers unset),
-  then the repo is listed again: nothing may be left;
-- mode ``account``: ``erase_account`` (admin ``com.atproto.admin.deleteAccount``; then the
-  user's pointers and ``users.atproto`` unset), verified by ``describeRepo`` failing.
+  applyWrites delete batches of at most 200; the account stays), then the repo is listed
+  again: nothing may be left; only the pointers whose record is gone are unset;
+- mode ``account``: ``erase_account`` (admin ``com.atproto.admin.deleteAccount`` of an account
+  proved the user's, verified gone by ``com.atproto.admin.getAccountInfo``; then the user's
+  pointers and ``users.atproto`` unset).
+
+A user is refused, with the reason, when the deletion cannot be proved right: a malformed DID
+or one several users hold, no stored password or one that does not log in to exactly the
+stored DID (a taken-down account: its admin-API handle must equal the stored handle). One user
+refused or failing never stops the others. Every deletion is journaled under
+``MOODS_STATE_DIR/journal/`` (command ``erase``, this run's id) before it is sent and after.
 
 What was removed (counts and rkeys, never text) goes to the run's metadata and, in full, to
 ``MOODS_STATE_DIR/erase/<run id>.json``. The run fails if anything is left or a user failed.
@@ -27,6 +34,7 @@ from pathlib import Path
 import dagster as dg
 
 from moods_pipeline import progress
+from moods_pipeline.deletion_journal import DeletionJournal
 from moods_pipeline.resources import MongoResource, PdsResource, PipelineSettingsResource
 from moods_pipeline.results_store import write_json_atomic
 from moods_pipeline.sync.live import FAILED, SKIPPED, EraseResult, LiveSync
@@ -112,18 +120,26 @@ def erase_users(
         raise dg.Failure(description=f"mode must be records or account, not {config.mode!r}")
     started = time.monotonic()
     dry_run = not config.apply
-    live = LiveSync(mongo.store(), pds.client(), pds.write_options())
-    admin = pds.admin_secret() if config.mode == "account" and not dry_run else None
+    settings = pipeline.settings()
+    journal = DeletionJournal(settings.state_dir, command="erase", run_id=context.run_id)
+    live = LiveSync(mongo.store(), pds.client(), pds.write_options(), journal=journal)
+    # The dry run uses the admin API too when it can: to tell a gone or taken-down account apart.
+    admin = pds.admin_secret() if config.mode == "account" else None
     if config.mode == "account" and not dry_run and not admin:
         raise dg.Failure(description="PDS_ADMIN_PASSWORD is not set: deleting an account needs the admin API")
     results: list[EraseResult] = []
     for user in config.users:
-        if dry_run:
-            result = live.plan_erase(user, config.mode)
-        elif config.mode == "records":
-            result = live.delete_all_moods(user)
-        else:
-            result = live.erase_account(admin, user)
+        try:
+            if dry_run:
+                result = live.plan_erase(user, config.mode, admin)
+            elif config.mode == "records":
+                result = live.delete_all_moods(user)
+            else:
+                result = live.erase_account(admin, user)
+        except Exception as exc:  # Mongo trouble reading this user: it fails, the others go on
+            context.log.error(f"erase of {user}: {type(exc).__name__}: {exc}")
+            result = EraseResult(config.mode, str(user), None, None, status=FAILED, dry_run=dry_run,
+                                 reason=f"{type(exc).__name__}: {exc}")
         results.append(result)
         progress.notify("user_done", label=result.label, ok=result.ok)
         verb = "would remove" if dry_run else "removed"
@@ -135,7 +151,7 @@ def erase_users(
             + (f"; {result.reason}" if result.reason else "")
         )
     summary = summarize_erase(results, config.mode, dry_run, time.monotonic() - started)
-    path = report_path(pipeline.settings().state_dir, context.run_id)
+    path = report_path(settings.state_dir, context.run_id)
     write_json_atomic(path, {"summary": summary, "users": [r.to_dict() for r in results]})
     metadata = erase_metadata(summary, results, path)
     context.log.info(f"erase summary: {summary}")

@@ -784,6 +784,9 @@ class PdsSession:
 class PdsAdmin:
     """Admin calls with Basic auth ``admin:<PDS_ADMIN_PASSWORD>`` (it cannot write into repos)."""
 
+    # getAccountInfo's answer for a DID the PDS has no account for (reference PDS 0.4.217).
+    ACCOUNT_NOT_FOUND = (400, "NotFound", "Account not found")
+
     def __init__(self, client: PdsClient, admin_password: Secret) -> None:
         self.client = client
         self._password = admin_password
@@ -809,13 +812,18 @@ class PdsAdmin:
         return data["code"]
 
     def get_account_info(self, did: str) -> dict | None:
-        """com.atproto.admin.getAccountInfo, or None for an unknown DID."""
+        """com.atproto.admin.getAccountInfo, or None when the PDS says it has no account with
+        this DID (deactivated and taken-down accounts are found).
+
+        Erase decides "the account is gone" on this None alone, so only that exact answer counts
+        (the reference PDS: HTTP 400, error ``NotFound``, message "Account not found"); any
+        other error, such as ``InvalidRequest`` for a malformed DID, raises PdsError."""
         try:
             return self.client._request(
                 "GET", "com.atproto.admin.getAccountInfo", params={"did": did},
                 auth=self._auth(), secrets=(self._password,),
             )
         except PdsError as exc:
-            if exc.status in (400, 404) and exc.error in ("AccountNotFound", "NotFound", "InvalidRequest"):
+            if (exc.status, exc.error, exc.message) == self.ACCOUNT_NOT_FOUND:
                 return None
             raise
