@@ -33,7 +33,10 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from bson import ObjectId
+
 from moods_pipeline import MOOD_COLLECTION
+from moods_pipeline.deletion_journal import DeletionJournal
 from moods_pipeline.pds.xrpc import LoginFailed, PdsClient, PdsError
 from moods_pipeline.secret import Secret
 from moods_pipeline.sync.backfill import sync_user
@@ -344,7 +347,10 @@ def test_live_deletes_and_erase_touch_only_mood_records(store, local_pds, mongo_
     with FaultProxy(local_pds.url) as proxy:
         proxy.fail(match=spy)
         client = PdsClient(proxy.url)
-        live = LiveSync(store, client)
+        live = LiveSync(store, client, journal=DeletionJournal(test_settings.state_dir, command="test"))
+        # Deletion sync mirrors moods deleted or nuked in Mongo: nuke the two first.
+        mongo_db.moods.update_many({"_id": {"$in": [ObjectId(m) for m in user.mood_ids[:2]]}},
+                                   {"$set": {"deleted": True}})
         deleted = live.delete_moods([user.mood_ids[0], user.mood_ids[1]])
         assert [r.status for r in deleted] == ["deleted", "deleted"]
         erased = live.delete_all_moods(store.user_by_sub(user.sub))
