@@ -13,6 +13,7 @@ from bson import ObjectId
 
 from moods_pipeline import MOOD_COLLECTION
 from moods_pipeline.assets.latency import sync_latency, sync_latency_job
+from moods_pipeline.deletion_journal import DeletionJournal
 from moods_pipeline.firehose_follower import FirehoseFollower, percentile
 from moods_pipeline.pds.firehose import Commit, FirehoseError, iter_commits
 from moods_pipeline.sensors_live import firehose_sensor
@@ -87,7 +88,8 @@ def test_follower_sees_our_writes_survives_restarts_and_measures_latency(
     # Batch 2, read by a new follower from the persisted state (a restart).
     second_fresh = new_mood(mongo_db, user.sub, "again")
     sync_mood(store, pds, second_fresh)
-    delete_mood(store, pds, user.mood_ids[0])
+    mongo_db.moods.update_one({"_id": ObjectId(user.mood_ids[0])}, {"$set": {"deleted": True}})  # a nuke, mirrored
+    delete_mood(store, pds, user.mood_ids[0], journal=DeletionJournal(state_dir, command="test"))
     restarted = FirehoseFollower(store, local_pds.url, state_dir)
     assert restarted.state.cursor == first.state.cursor
     assert restarted.state.started_at == first.state.started_at
