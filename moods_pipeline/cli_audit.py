@@ -30,6 +30,7 @@ from moods_pipeline.cli import (
     run_job,
     run_job_over_partitions,
     say,
+    select_for_run,
     select_users,
 )
 from moods_pipeline.settings import load_settings
@@ -71,9 +72,12 @@ def _defs(defs):
 
 
 def run_audit(instance, settings, syncable: list, without_account: list, *, check_logins: bool = False,
-              verbose: bool = False, defs=None, summary: bool = True, on_user_done=None) -> tuple[dict, list[dict]]:
+              verbose: bool = False, defs=None, summary: bool = True, on_user_done=None,
+              refused: list | None = None, store=None) -> tuple[dict, list[dict]]:
     """Audit the users through the Dagster jobs (as the CLI does); (totals, per-user facts).
 
+    ``refused``: (user, reason) of users whose stored account is refused (``refusal.py``):
+    never partitions, each unreadable with its reason, counted with the others.
     The CLI and the benchmark's ``pipeline`` measurement both run this."""
     from moods_pipeline import progress
     from moods_pipeline.audit_store import AuditStore
@@ -100,10 +104,14 @@ def run_audit(instance, settings, syncable: list, without_account: list, *, chec
             summaries.append({"did": user.did, "sub": user.sub, "handle": user.handle,
                               "unreadable": "no result: its audit run failed before reporting it (see the Dagster UI)",
                               "by_status": {}, "problems": 0, "moods_live": 0, "moods_valid_live": 0})
+    if refused:
+        store = store or _store(settings)
+        summaries += [engine.refused_user(user, reason, store).summary() for user, reason in refused]
     summaries += [{"did": u.did, "sub": u.sub, "handle": u.handle, "no_account": True} for u in without_account]
     total = engine.totals(summaries)
+    total["users_refused"] = len(refused or [])
     audited_at = time.monotonic()
-    if summary and syncable:
+    if summary and (syncable or refused):
         result = run_job(instance, AUDIT_SUMMARY_JOB, quiet_run_config({}, verbose), defs=defs)
         facts = audits.load_summary() if result.success else None
         if facts is not None:
@@ -116,7 +124,7 @@ def run_audit(instance, settings, syncable: list, without_account: list, *, chec
 
 def _print_audit(total: dict, summaries: list[dict], lines_only: bool = False) -> None:
     for s in summaries:
-        who = f"@{s['handle']} ({s['did']})" if s.get("handle") else (s.get("did") or s.get("sub"))
+        who = f"@{s['handle']} ({s.get('did') or s.get('sub')})" if s.get("handle") else (s.get("did") or s.get("sub"))
         if s.get("no_account"):
             continue
         if s.get("unreadable"):
@@ -143,16 +151,17 @@ def cmd_audit(args) -> int:
 
     settings = load_settings()
     store = _store(settings)
-    syncable, without_account = select_users(store, args)
+    syncable, without_account, refused = select_for_run(store, args)
     instance = dagster_instance()
     say(f"auditing {len(syncable)} users"
         f"{f', {len(without_account)} without a PDS account counted apart' if without_account else ''}"
+        f"{f', {len(refused)} refused (their stored DID cannot be used)' if refused else ''}"
         f"{' (checking logins, paced)' if args.check_logins else ''}")
     bar = progress_mod.ProgressBar(len(syncable), "audit")
     total, summaries = run_audit(
         instance, settings, syncable, without_account, check_logins=args.check_logins,
         verbose=getattr(args, "verbose", False), defs=getattr(args, "defs", None),
-        on_user_done=lambda data: bar.advance(failed=not data["ok"]),
+        on_user_done=lambda data: bar.advance(failed=not data["ok"]), refused=refused, store=store,
     )
     _print_audit(total, summaries, lines_only=args.json)
     if args.json:
@@ -163,28 +172,55 @@ def cmd_audit(args) -> int:
 # -- repair --------------------------------------------------------------------------------
 
 
+def _refused_credentials(user) -> bool:
+    """A user with credentials that must not be used (a non-string or malformed DID, a DID
+    several users hold): it is repaired like the others, and fails with the reason."""
+    return bool(getattr(user, "problem", None)) and bool(user.did or user.password)
+
+
 def run_repair(instance, settings, syncable: list, without_account: list, *, apply: bool = False,
                delete_orphans: bool = False, rewrite_legacy: bool = False, verbose: bool = False,
                defs=None, on_user_done=None) -> tuple[dict, list[dict]]:
-    """Repair the users through ``mood_repair_job`` in runs of at most 50; (totals, per-user facts)."""
+    """Repair the users through ``mood_repair_job`` in runs of at most 50; (totals, per-user facts).
+
+    The runs name users by sub, so a DID that is malformed, not a string or held by several
+    users fails that user alone (with the reason) instead of the run it is in."""
     from moods_pipeline import progress
+    from moods_pipeline.assets.repair import partition_key_problem
     from moods_pipeline.audit_store import AuditStore
     from moods_pipeline.partitions import USERS_PARTITION
     from moods_pipeline.sync import repair as engine
 
     defs = _defs(defs)
     started = time.monotonic()
-    dids = [u.did for u in syncable]
-    known = set(instance.get_dynamic_partitions(USERS_PARTITION))
-    if [d for d in dids if d not in known]:
-        instance.add_dynamic_partitions(USERS_PARTITION, [d for d in dids if d not in known])
+    refused = [u for u in without_account if _refused_credentials(u)]
+    without_account = [u for u in without_account if not _refused_credentials(u)]
+    targets = list(syncable) + refused
+    summaries: list[dict] = []
+    runnable = []
+    for user in targets:
+        if isinstance(user.sub, str) and user.sub:
+            runnable.append(user)
+        else:  # a run's config cannot name it: fail it here rather than the run it would be in
+            summaries.append({"did": user.did if isinstance(user.did, str) else None, "sub": str(user.sub),
+                              "handle": user.handle, "error": "users._id is not a non-empty string"})
+    # The post-repair audits become mood_audit materializations of the users' partitions: add
+    # the keys Dagster can take (a DID may contain "...", which it cannot).
+    keys = sorted({u.did for u in runnable if u.did and not partition_key_problem(u.did)})
+    try:
+        known = set(instance.get_dynamic_partitions(USERS_PARTITION))
+        if [d for d in keys if d not in known]:
+            instance.add_dynamic_partitions(USERS_PARTITION, [d for d in keys if d not in known])
+    except Exception as exc:  # noqa: BLE001 - the repair does not need them
+        say(f"warning: users partitions not added ({exc}); the repair goes on")
     stop = progress.listen(
         lambda event, data: on_user_done(data) if event == "user_done" and on_user_done else None
     )
+    subs = list(dict.fromkeys(u.sub for u in runnable))
     run_ids = []
     try:
-        for k in range(0, len(dids), USERS_PER_RUN):
-            config = {"users": dids[k : k + USERS_PER_RUN], "apply": apply, "delete_orphans": delete_orphans,
+        for k in range(0, len(subs), USERS_PER_RUN):
+            config = {"subs": subs[k : k + USERS_PER_RUN], "apply": apply, "delete_orphans": delete_orphans,
                       "rewrite_legacy": rewrite_legacy}
             result = run_job(instance, REPAIR_JOB, quiet_run_config({"repair_moods": {"config": config}}, verbose),
                              defs=defs)
@@ -192,10 +228,10 @@ def run_repair(instance, settings, syncable: list, without_account: list, *, app
     finally:
         stop()
     audits = AuditStore(settings.state_dir)
-    summaries = [s for run_id in run_ids for s in audits.load_run(run_id, kind="repair")]
-    seen = {s.get("did") for s in summaries}
-    for user in syncable:
-        if user.did not in seen:
+    summaries += [s for run_id in run_ids for s in audits.load_run(run_id, kind="repair")]
+    seen = {s.get("sub") for s in summaries}
+    for user in runnable:
+        if user.sub not in seen:
             summaries.append({"did": user.did, "sub": user.sub, "handle": user.handle,
                               "error": "no result: its repair run failed before reporting it (see the Dagster UI)"})
     summaries += [{"did": u.did, "sub": u.sub, "handle": u.handle, "no_account": True} for u in without_account]
@@ -223,6 +259,8 @@ def _print_repair(total: dict, summaries: list[dict], verbose: bool) -> None:
                 say(f"  ... and {len(plan) - len(shown)} more (-v prints all; the run's metadata has them)")
         for action, target, reason in (s.get("failed") or [])[:MAX_LINES_PER_USER]:
             say(f"  FAILED {action} {target}: {reason}")
+        for action, rkey, why in (s.get("kept") or [])[:MAX_LINES_PER_USER]:
+            say(f"  KEPT {action} rkey {rkey}: {why}")
         if s.get("remaining"):
             say(f"  left after repair: " + ", ".join(f"{n} {k}" for k, n in s["remaining"].items()))
     say("repair " + ("(dry run: nothing written; --apply carries it out) " if total["dry_run"] else "") + "summary:")
@@ -243,10 +281,12 @@ def cmd_repair(args) -> int:
     syncable, without_account = select_users(store, args)
     instance = dagster_instance()
     flags = [f for f, on in (("--delete-orphans", args.delete_orphans), ("--rewrite-legacy", args.rewrite_legacy)) if on]
-    say(f"{'repairing' if args.apply else 'dry run: planning the repair of'} {len(syncable)} users"
+    refused = sum(1 for u in without_account if _refused_credentials(u))
+    skipped = len(without_account) - refused
+    say(f"{'repairing' if args.apply else 'dry run: planning the repair of'} {len(syncable) + refused} users"
         f" (nuke policy {settings.nuke_policy}{', ' + ' '.join(flags) if flags else ''})"
-        f"{f'; {len(without_account)} without a PDS account skipped' if without_account else ''}")
-    bar = progress_mod.ProgressBar(len(syncable), "repair")
+        f"{f'; {skipped} without a PDS account skipped' if skipped else ''}")
+    bar = progress_mod.ProgressBar(len(syncable) + refused, "repair")
     total, summaries = run_repair(
         instance, settings, syncable, without_account, apply=args.apply, delete_orphans=args.delete_orphans,
         rewrite_legacy=args.rewrite_legacy, verbose=getattr(args, "verbose", False),

@@ -11,6 +11,7 @@ import pytest
 from bson import ObjectId
 
 from moods_pipeline import MOOD_COLLECTION
+from moods_pipeline.deletion_journal import DeletionJournal
 from moods_pipeline.pds.xrpc import PdsError
 from moods_pipeline.sync import audit as audit_engine
 from moods_pipeline.sync import repair as engine
@@ -30,6 +31,11 @@ from moods_pipeline_tests.world import add_user, repo_snapshot, store_for
 pytestmark = pytest.mark.integration
 
 FAST = WriteOptions(min_batch_interval_s=0, retry_delay_s=0)
+
+
+def journal_for(settings) -> DeletionJournal:
+    """Deletes are sent only with a deletion journal."""
+    return DeletionJournal(settings.state_dir, command="repair", run_id="test")
 
 
 def problems_after(store, pds, user, **options) -> dict:
@@ -98,12 +104,13 @@ def test_apply_brings_a_messy_user_to_zero_problems(mongo_db, make_account, test
     messy = make_messy_user(mongo_db, make_account, pds, store)
     user = store.user_by_did(messy.user.did)
     outcome = engine.repair_user(user, store, pds, apply=True, nuke_policy="delete", delete_orphans=True,
-                                 rewrite_legacy=True, options=FAST)
+                                 rewrite_legacy=True, options=FAST, journal=journal_for(test_settings))
     assert outcome.failed == [] and outcome.error is None, outcome.failed
     assert outcome.applied == outcome.planned
     assert {a: n for a, n in outcome.applied.items() if n} == {
         "create_record": 1, "rewrite_content": 3, "rewrite_legacy": 1, "delete_duplicate": 1,
-        "delete_nuked": 1, "delete_orphan": 2, "write_pointer": 4, "unset_pointer": 1,
+        "delete_nuked": 1, "delete_orphan": 2, "write_pointer": 4,
+        "unset_pointer": 2,  # the nuked mood with a record, and the one whose record is gone already
     }
     assert outcome.remaining == {} and outcome.ok
     assert problems_after(store, pds, messy.user, nuke_policy="delete", rewrite_legacy=True) == {}
@@ -112,16 +119,18 @@ def test_apply_brings_a_messy_user_to_zero_problems(mongo_db, make_account, test
     assert all("ref" in v and "mongoId" not in v for v in records.values())
     assert messy.ids["nuked_on_pds"] not in {v["ref"] for v in records.values()}
     assert pointers(store, messy.user)[messy.ids["nuked_on_pds"]] is None
+    assert pointers(store, messy.user)[messy.ids["nuked"]] is None
     # a second repair has nothing to do
     again = engine.repair_user(user, store, pds, apply=True, nuke_policy="delete", delete_orphans=True,
-                               rewrite_legacy=True, options=FAST)
+                               rewrite_legacy=True, options=FAST, journal=journal_for(test_settings))
     assert again.planned_total == 0 and again.batches == 0 and again.ok
 
 
 def test_apply_without_flags_leaves_orphans_legacy_and_nuked_records(mongo_db, make_account, test_settings, pds):
     store = store_for(test_settings)
     messy = make_messy_user(mongo_db, make_account, pds, store)
-    outcome = engine.repair_user(store.user_by_did(messy.user.did), store, pds, apply=True, options=FAST)
+    outcome = engine.repair_user(store.user_by_did(messy.user.did), store, pds, apply=True, options=FAST,
+                                 journal=journal_for(test_settings))
     assert outcome.failed == [] and outcome.remaining == {"orphan": 2}
     after = problems_after(store, pds, messy.user)
     assert after == {"orphan": 2}
@@ -154,19 +163,20 @@ class FlakySession:
         return self.session.apply_writes(writes)
 
 
-def execute(store, pds, user, session, **plan_options):
+def execute(store, pds, user, session, journal=None, **plan_options):
     account = store.user_by_did(user.did)
     moods = store.moods_of(user.sub)
     records = pds.list_records(user.did, MOOD_COLLECTION)
     plan = plan_repair(account, moods, records, **plan_options)
-    return plan, engine.execute_plan(account, plan, store, pds, session=session, options=FAST, sleep=lambda s: None)
+    return plan, engine.execute_plan(account, plan, store, pds, session=session, options=FAST, sleep=lambda s: None,
+                                     journal=journal)
 
 
 def test_a_lost_response_is_recovered_by_rereading_not_rewriting(mongo_db, make_account, test_settings, pds):
     store = store_for(test_settings)
     messy = make_messy_user(mongo_db, make_account, pds, store)
     flaky = FlakySession(session_for(pds, messy.account), land=True)
-    plan, execution = execute(store, pds, messy.user, flaky, delete_orphans=True)
+    plan, execution = execute(store, pds, messy.user, flaky, journal_for(test_settings), delete_orphans=True)
     assert flaky.calls == 1  # the batch landed: nothing was sent again
     assert execution.failed == [] and dict(execution.applied) == {k: v for k, v in plan.counts().items() if v}
     assert problems_after(store, pds, messy.user) == {}
@@ -183,7 +193,7 @@ def test_an_update_whose_record_vanished_becomes_a_create(mongo_db, make_account
         real.delete_record(MOOD_COLLECTION, update["rkey"])  # a concurrent delete
 
     flaky = FlakySession(real, land=False, before=delete_rewritten)
-    plan, execution = execute(store, pds, messy.user, flaky, delete_orphans=True)
+    plan, execution = execute(store, pds, messy.user, flaky, journal_for(test_settings), delete_orphans=True)
     assert execution.failed == [] and flaky.calls == 2
     assert problems_after(store, pds, messy.user) == {}
     check_invariant(store, pds, [messy.user])
@@ -198,7 +208,7 @@ def test_a_mood_nuked_meanwhile_is_not_recreated(mongo_db, make_account, test_se
         mongo_db.moods.update_one({"_id": ObjectId(missing)}, {"$set": {"deleted": True}})
 
     flaky = FlakySession(session_for(pds, messy.account), land=False, before=nuke)
-    plan, execution = execute(store, pds, messy.user, flaky)
+    plan, execution = execute(store, pds, messy.user, flaky, journal_for(test_settings))
     assert [s[0] for s in execution.skipped] == ["create_record"]
     assert missing not in {v.get("ref") for v in repo_snapshot(pds, messy.user.did).values()}
     assert execution.failed == []

@@ -177,8 +177,22 @@ def test_nuked_records_are_deleted_only_under_the_delete_policy():
     assert nonzero(p) == {"delete_nuked": 3, "unset_pointer": 1}
     assert sorted(w["rkey"] for w in p.writes()) == [tid(1), tid(2), tid(5)]
     assert p.pointer_unsets() == [nuked.id]
-    # a nuked mood with no record: nothing to do, whatever its pointer
-    assert plan([mood(3, deleted=True, rkey=tid(8))], [], nuke_policy="delete").is_empty
+    # a nuked mood with no record: under "keep" nothing to do, whatever its pointer; under
+    # "delete" its pointer (if any) is removed too, without any write to the PDS
+    pointed = mood(3, deleted=True, rkey=tid(8))
+    assert plan([pointed], [], nuke_policy="keep").is_empty
+    p = plan([pointed, mood(4, deleted=True), mood(5, deleted=True, rkey="")], [], nuke_policy="delete")
+    assert nonzero(p) == {"unset_pointer": 1} and p.pointer_unsets() == [pointed.id] and p.writes() == []
+    moods_after, _ = apply_plan_in_memory([pointed], [], p)
+    assert moods_after[0].rkey is None
+
+
+def test_a_nuked_mood_without_record_loses_its_pointer_beside_other_work():
+    live, nuked = mood(1), mood(2, deleted=True, rkey=tid(2))  # tid(2) does not exist
+    p = plan([live, nuked], [], nuke_policy="delete")
+    assert nonzero(p) == {"create_record": 1, "write_pointer": 1, "unset_pointer": 1}
+    assert p.pointer_unsets() == [nuked.id]
+    assert nonzero(plan([live, nuked], [], nuke_policy="keep")) == {"create_record": 1, "write_pointer": 1}
 
 
 def test_orphans_are_deleted_only_when_asked():
@@ -402,6 +416,8 @@ def test_repair_converges(scenario):
     assert not pointed & {m.id for m in moods if not m.live or isinstance(build_record(m), Invalid)}
     if nuke_policy == "keep":
         assert not p.of("delete_nuked") and not p.pointer_unsets()
+    else:  # under "delete" no nuked mood keeps a pointer
+        assert not [m.id for m in moods2 if m.deleted and m.rkey]
     # a mood already synced is left alone
     untouched = set(before.loc[before["status"] == "synced", "rkey"])
     assert not untouched & {w["rkey"] for w in p.writes()}

@@ -28,8 +28,10 @@ Actions (``Action.action`` names, fixed; ``ACTIONS`` lists them in plan order):
 ``delete_orphan``    only with ``delete_orphans``: an ``orphan`` row.
 ``write_pointer``    Mongo's ``atproto.rkey`` := the chosen rkey (``stale_pointer``,
                      ``pointer_missing``) or the created rkey (after ``create_record``).
-``unset_pointer``    with ``delete_nuked``: a nuked mood's pointer, if set, is unset (so an
-                     un-nuke later finds the mood ``missing_on_pds`` and recreates it).
+``unset_pointer``    only with ``nuke_policy="delete"``: a nuked mood's pointer, if set, is unset
+                     (so an un-nuke later finds the mood ``missing_on_pds`` and recreates it):
+                     after its records are deleted (``delete_nuked``), or at once for a nuked
+                     mood that has no record left but still a pointer (status ``nuked``).
 
 Invalid moods get no action of their own (no create, rewrite or pointer). Each rkey gets at
 most one write; created rkeys never collide with any rkey the repo holds, so the writes can be
@@ -53,6 +55,7 @@ from moods_pipeline.sync.reconcile import (
     DUPLICATE,
     LEGACY_FIELD,
     MISSING_ON_PDS,
+    NUKED,
     NUKED_ON_PDS,
     ORPHAN,
     POINTER_MISSING,
@@ -260,6 +263,10 @@ def plan_repair(
             if nuke_policy == "delete":
                 actions.append(DeleteNuked(mood_id, rkey))
                 nuked_ids.add(mood_id)
+            continue
+        if row.status == NUKED:
+            if nuke_policy == "delete":
+                nuked_ids.add(mood_id)  # no record left: only a pointer to remove, if any
             continue
         if mood_id not in built:  # invalid or nuked without record: nothing to do
             continue

@@ -120,6 +120,15 @@ class BatchRunner(Generic[T]):
         """Whether the item is done already (so an outage does not fail it)."""
         return False
 
+    def before_send(self, batch: list[T]) -> list[T]:
+        """Called right before each applyWrites, after pacing: what of ``batch`` to send now
+        (the last chance to re-check a destructive write). An empty list sends nothing."""
+        return batch
+
+    def after_send(self, batch: list[T], error: BaseException | None) -> None:
+        """Called right after each applyWrites of ``batch``, with its error or None, before
+        ``landed`` (e.g. to record the outcome of what was sent)."""
+
     # -- the loop ----------------------------------------------------------------------------
     def run(self, items: list[T]) -> None:
         batches = make_batches(items, self.options, self.op)
@@ -148,9 +157,17 @@ class BatchRunner(Generic[T]):
 
     def _apply(self, batch: list[T]) -> None:
         self._pace()
+        batch = self.before_send(batch)
+        if not batch:
+            return
         self.batches += 1
         started = time.monotonic()
-        self.session.apply_writes([self.op(item) for item in batch])
+        try:
+            self.session.apply_writes([self.op(item) for item in batch])
+        except BaseException as exc:
+            self.after_send(batch, exc)
+            raise
+        self.after_send(batch, None)
         self.landed(batch)
         log.debug(
             "batch of %d written (rkeys %s..%s) in %.0f ms",
