@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from moods_pipeline.results_store import safe_name  # noqa: F401 - one file naming for the state dir
 from moods_pipeline.sync.reconcile import COLUMNS
 
 META_KEY = b"moods_audit"
@@ -43,8 +44,6 @@ SCHEMA = pa.schema(
 )
 
 
-def safe_name(key: str) -> str:
-    return key.replace(":", "_").replace("/", "_")
 
 
 def _write_atomic(path: Path, write) -> None:

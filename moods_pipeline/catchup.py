@@ -5,11 +5,13 @@ The application writes a new mood's record itself, live; when that write fails (
 made), the mood stays without an ``atproto.rkey`` pointer. Each tick the sensor asks
 ``find_candidates`` for:
 
-- **sync**: valid live moods without a pointer, of users with a PDS account (did and
-  password), whose ``when`` is older than ``MOODS_CATCHUP_GRACE_S`` (the grace leaves the
-  application's own live write time to land first), whose user is within ``MOODS_ROLLOUT``,
-  and that are not waiting out a backoff nor given up on. Newest first, so new moods are not
-  held up behind an old backlog;
+- **sync**: valid live moods without a pointer (no ``atproto`` document, or an
+  ``atproto.rkey`` that is missing, null, empty or not a string: see
+  ``MongoStore.unsynced_live_moods``), of users with a PDS account (did and password),
+  whose ``when`` is older than ``MOODS_CATCHUP_GRACE_S`` (the grace leaves the application's
+  own live write time to land first), whose user is within ``MOODS_ROLLOUT``, and that are not
+  waiting out a backoff nor given up on. Newest first, so new moods are not held up behind an
+  old backlog;
 - **delete** (only with ``MOODS_NUKE_POLICY=delete``): nuked moods that still have a pointer,
   of users with an account within the rollout. Their records are removed and the pointers
   unset, so un-nuking a mood makes it a sync candidate again. (Records of nuked moods that

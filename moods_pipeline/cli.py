@@ -44,7 +44,10 @@ def add_selector(parser: argparse.ArgumentParser) -> None:
 
 
 def select_users(store, args) -> tuple[list, list]:
-    """(syncable users, users without an account) named by the selector."""
+    """(syncable users, users without an account) named by the selector.
+
+    A selector that names nobody, or several users, is a usage error (exit 2) before anything
+    runs: ``MongoStore.resolve`` never picks one of several."""
     from moods_pipeline.mongo_store import SelectorError
 
     if args.all:
@@ -65,6 +68,41 @@ def select_users(store, args) -> tuple[list, list]:
         if user.has_account and user.sub not in with_moods:
             say(f"{user.label}: no moods, nothing to do")
     return syncable, without_account
+
+
+def select_for_run(store, args) -> tuple[list, list, list[tuple]]:
+    """(users to run as partitions, users without an account, refused users with the reason).
+
+    Refused (``refusal.py``): users with a stored password whose DID is malformed, not a
+    string, held by several users or not usable as a partition key. They fail alone, with
+    their reason, and never become partitions; the other users run."""
+    from moods_pipeline.refusal import refusal, split_refused
+
+    syncable, without_account = select_users(store, args)
+    runnable, refused = split_refused(syncable)
+    broken = [u for u in without_account if refusal(u)]
+    if broken:
+        # A DID that is not a string leaves the user without a usable DID, though it has one
+        # stored with a password: refused with the reason rather than skipped as accountless.
+        with_moods = store.subs_with_moods()
+        broken = [u for u in broken if u.sub in with_moods]
+        refused += [(u, refusal(u)) for u in broken]
+        broken_subs = {u.sub for u in broken}
+        without_account = [u for u in without_account if u.sub not in broken_subs]
+    return runnable, without_account, refused
+
+
+def repair_command(args) -> str:
+    """The `repair --apply` command line for the selection of ``args`` (for hints)."""
+    import shlex
+
+    if getattr(args, "all", False):
+        selector = "--all"
+    elif getattr(args, "first", None) is not None:
+        selector = f"--first {args.first}"
+    else:
+        selector = " ".join(f"--user {shlex.quote(s)}" for s in args.user or [])
+    return f"moods-pipeline repair {selector} --apply"
 
 
 # -- Dagster plumbing ----------------------------------------------------------------------
@@ -187,10 +225,11 @@ def cmd_backfill(args) -> int:
 
     settings = load_settings()
     store = _store(settings)
-    syncable, without_account = select_users(store, args)
+    syncable, without_account, refused = select_for_run(store, args)
     instance = dagster_instance()
     say(f"{'dry run: planning' if args.dry_run else 'backfilling'} {len(syncable)} users"
-        f"{f', skipping {len(without_account)} without a PDS account' if without_account else ''}")
+        f"{f', skipping {len(without_account)} without a PDS account' if without_account else ''}"
+        f"{f', refusing {len(refused)} whose stored account cannot be used' if refused else ''}")
     started = time.monotonic()
     bar = progress.ProgressBar(len(syncable), "backfill")
     stop = progress.listen(lambda event, data: bar.advance(failed=not data["ok"]) if event == "user_done" else None)
@@ -200,40 +239,53 @@ def cmd_backfill(args) -> int:
             "mood_backfill_job",
             [u.did for u in syncable],
             quiet_run_config({"mood_backfill": {"config": {"dry_run": args.dry_run}}}, args.verbose),
-        )
+        ) if syncable else []
     finally:
         stop()
     results = ResultsStore(settings.state_dir)
     outcomes = [o for run_id in run_ids for o in results.run_backfill(run_id)]
+    # Refused users never became partitions: each fails here, alone, with its reason.
+    outcomes += [UserOutcome(sub=u.sub, did=u.did, handle=u.handle, error=reason, dry_run=args.dry_run)
+                 for u, reason in refused]
     outcomes += [
         UserOutcome(sub=u.sub, did=u.did, handle=u.handle, no_account=True, error=u.problem or NO_ACCOUNT,
                     dry_run=args.dry_run)
         for u in without_account
     ]
     summary = summarize(outcomes, seconds=time.monotonic() - started, dry_run=args.dry_run)
+    summary["users_refused"] = len(refused)
     if args.all:
         summary["moods_without_user"] = store.moods_without_user()
-    missing = len(syncable) - sum(1 for o in outcomes if not o.no_account)
-    if missing > 0:
+    reported = {o.did for o in outcomes if not o.no_account}
+    missing = [u for u in syncable if u.did not in reported]
+    if missing:
         # A run that died before reporting some users: they count as failed, never as done.
-        summary["users_failed"] += missing
-        say(f"{missing} users have no result: their run failed before reporting them (see the Dagster UI)")
+        summary["users_failed"] += len(missing)
+        say(f"{len(missing)} users have no result: their run failed before reporting them (see the Dagster UI)")
     if not args.dry_run and syncable:
         run_job(instance, "backfill_summary_job", quiet_run_config({}, args.verbose))
     for outcome in outcomes:
         if outcome.no_account and outcome.error != NO_ACCOUNT:
             say(f"SKIPPED {outcome.label}: {outcome.error}")
         elif outcome.error and not outcome.no_account:
-            say(f"FAILED {outcome.label} ({outcome.did}): {outcome.error}")
+            say(f"FAILED {outcome.label} ({outcome.did or outcome.sub}): {outcome.error}")
         elif outcome.failed:
             say(f"FAILED {len(outcome.failed)} moods of {outcome.label}: first reason: {outcome.failed[0][1]}")
+        if outcome.needs_repair:
+            say(f"NEEDS REPAIR {outcome.label} ({outcome.did}): {outcome.needs_repair} "
+                f"(first: {outcome.needs_repair_reasons[0][1] if outcome.needs_repair_reasons else '?'})")
     if args.json:
         print(json.dumps(summary))
     else:
         say("backfill " + ("(dry run) " if args.dry_run else "") + "summary:")
         for key, value in summary.items():
             say(f"  {key:>22}: {value}")
-    something_left = summary["users_failed"] > 0 or summary["failed"] > 0
+    if summary["needs_repair"]:
+        # The backfill only creates records and writes pointers; a record that differs from its
+        # mood, or a second one, is the repair's to fix.
+        say(f"{summary['needs_repair']} moods need a repair (a record that differs from its mood, or a duplicate"
+            f" record): run `{repair_command(args)}`")
+    something_left = summary["users_failed"] > 0 or summary["failed"] > 0 or summary["needs_repair"] > 0
     return EXIT_SOMETHING_LEFT if something_left else EXIT_OK
 
 

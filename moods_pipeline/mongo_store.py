@@ -24,11 +24,27 @@ log = logging.getLogger(__name__)
 CODEC_OPTIONS = CodecOptions(tz_aware=True, datetime_conversion=DatetimeConversion.DATETIME_AUTO)
 HANDLES = "@handles"
 LIVE = {"deleted": {"$ne": True}}
+# A pointer is a non-empty string `atproto.rkey` (the test of ``_mood_from_doc``).
+HAS_POINTER = {"atproto.rkey": {"$gt": ""}}
+NO_POINTER = {"atproto.rkey": {"$not": {"$gt": ""}}}
 MOOD_FIELDS = {"mood": 1, "when": 1, "deleted": 1, "atproto": 1, "user": 1}
 
 
 class SelectorError(ValueError):
-    """A --user selector names nobody."""
+    """A --user selector names nobody (or, as ``AmbiguousSelector``, several users)."""
+
+
+class AmbiguousSelector(SelectorError):
+    """A --user selector that fits several users: a handle on two `@handles` rows, a DID that
+    several users hold, a string that is one user's sub and another's DID. Refused, naming them."""
+
+    def __init__(self, selector: str, candidates: list[str]) -> None:
+        self.selector = selector
+        self.candidates = candidates
+        super().__init__(
+            f"--user {selector} matches {len(candidates)} users: " + "; ".join(candidates)
+            + ". Nothing was run: name one of them by its sub (or fix the duplicate in Mongo)"
+        )
 
 
 def connect(uri: Secret | str, **client_options) -> pymongo.MongoClient:
@@ -42,14 +58,25 @@ def _mood_from_doc(doc: dict) -> Mood:
     raw_id = doc.get("_id")
     pointer = doc.get("atproto")
     rkey = pointer.get("rkey") if isinstance(pointer, dict) else None
+    # "" (or a non-string) names no record: the mood has no pointer, as for a missing one.
     return Mood(
         id=str(raw_id) if isinstance(raw_id, ObjectId) else repr(raw_id),
         user=doc.get("user"),
         text=doc.get("mood"),
         when=doc.get("when"),
         deleted=doc.get("deleted") is True,
-        rkey=rkey if isinstance(rkey, str) else None,
+        rkey=rkey if isinstance(rkey, str) and rkey else None,
     )
+
+
+def stored_did_problem(raw_did: object, holders: list | None = None) -> str | None:
+    """Why a stored ``users.atproto.did`` must not be used, or None: not a DID (malformed, not
+    a string), or held by several users (``holders``: the subs holding it, when more than one)."""
+    if holders and len(holders) > 1:
+        # Copied credentials: logging in with them would write one user's moods into another's
+        # repo, so every claimant is refused until a person decides.
+        return f"atproto.did {raw_did} is held by {len(holders)} users ({', '.join(map(str, sorted(holders)))})"
+    return did_problem(raw_did) if raw_did not in (None, "") else None
 
 
 def _atproto_of(user_doc: dict) -> dict:
@@ -91,11 +118,7 @@ class MongoStore:
             raw_did = atproto.get("did")
             # A DID that is not even a string cannot be a partition key: no DID, with the reason.
             did = raw_did if isinstance(raw_did, str) and raw_did else None
-            problem = did_problem(raw_did) if raw_did not in (None, "") else None
-            if did in claimants:
-                # Copied credentials: logging in with them would write one user's moods into
-                # another's repo, so every claimant is refused until a person decides.
-                problem = f"atproto.did {did} is held by {len(claimants[did])} users ({', '.join(claimants[did])})"
+            problem = stored_did_problem(raw_did, claimants.get(did) if did else None)
             accounts.append(
                 UserAccount(
                     sub=user["_id"],
@@ -151,11 +174,17 @@ class MongoStore:
     def account_dids(self) -> dict[str, tuple[str, bool]]:
         """Every users document with a string ``atproto.did``: sub -> (DID, has a password), read
         in one pass without decoding anything else."""
-        found: dict[str, tuple[str, bool]] = {}
+        return {sub: (did, has_password) for sub, (did, has_password) in self.account_facts().items()
+                if isinstance(did, str) and did}
+
+    def account_facts(self) -> dict[str, tuple[object, bool]]:
+        """Every users document with an ``atproto.did`` of any type but null or "": sub ->
+        (the stored DID as it is, has a password), in one pass (``account_dids`` keeps strings)."""
+        found: dict[str, tuple[object, bool]] = {}
         for doc in self.db.users.find({}, {"atproto.did": 1, "atproto.password": 1}):
             atproto = _atproto_of(doc)
             did, password = atproto.get("did"), atproto.get("password")
-            if isinstance(did, str) and did:
+            if did not in (None, ""):
                 found[doc["_id"]] = (did, isinstance(password, str) and bool(password))
         return found
 
@@ -167,27 +196,70 @@ class MongoStore:
         return found[0] if found else None
 
     def resolve(self, selectors: list[str]) -> list[UserAccount]:
-        """Users named by `@handle`, DID or sub, in the order given, without repeats."""
+        """Users named by `@handle`, DID or sub, in the order given, without repeats.
+
+        Every selector is read every way it could be meant (a sub may look like anything, even
+        "did:..." or "@..."), and one that fits several users is refused with
+        ``AmbiguousSelector`` naming them: a command must never pick one for the operator."""
+        wanted = [s.strip() for s in selectors]
+        if any(not s for s in wanted):
+            raise SelectorError("an empty --user selector names nobody")
+        handle_rows: dict[str, list[str]] = {}  # handle -> subs of its @handles rows
+        handles = sorted({s[1:] for s in wanted if s.startswith("@")})
+        if handles:
+            for row in self.db[HANDLES].find({"handle": {"$in": handles}}, {"handle": 1}):
+                handle_rows.setdefault(row.get("handle"), []).append(row["_id"])
+        handle_subs = sorted({sub for subs in handle_rows.values() for sub in subs})
+        # One query for every reading of every selector: as a sub, as a DID, and the users the
+        # handles name (users is unindexed on atproto.did: one scan, not one per selector).
+        docs = {
+            doc["_id"]: doc
+            for doc in self.db.users.find({"$or": [
+                {"_id": {"$in": sorted(set(wanted) | set(handle_subs))}},
+                {"atproto.did": {"$in": sorted({s for s in wanted if not s.startswith("@")})}},
+            ]})
+        }
+        accounts = {a.sub: a for a in self._accounts(docs.values())}
+        by_did: dict[str, list[str]] = {}
+        for sub, doc in docs.items():
+            did = _atproto_of(doc).get("did")
+            if isinstance(did, str):
+                by_did.setdefault(did, []).append(sub)
+
         resolved: dict[str, UserAccount] = {}
-        for selector in selectors:
-            selector = selector.strip()
+        for selector in wanted:
+            readings: dict[str, str] = {}  # sub -> how the selector names it
             if selector.startswith("@"):
-                row = self.db[HANDLES].find_one({"handle": selector[1:]})
-                if row is None:
-                    raise SelectorError(f"no user has the handle {selector}")
-                user = self.user_by_sub(row["_id"])
-                if user is None:
-                    raise SelectorError(f"{selector} names sub {row['_id']}, which has no users document")
-            elif selector.startswith("did:"):
-                user = self.user_by_did(selector)
-                if user is None:
-                    raise SelectorError(f"no user has the DID {selector}")
+                for sub in handle_rows.get(selector[1:], []):
+                    readings.setdefault(sub, f"handle {selector}")
             else:
-                user = self.user_by_sub(selector)
-                if user is None:
-                    raise SelectorError(f"no user has the sub {selector!r}")
+                for sub in by_did.get(selector, []):
+                    readings.setdefault(sub, "DID")
+            if selector in docs:
+                readings.setdefault(selector, "sub")
+            if len(readings) > 1:
+                raise AmbiguousSelector(selector, [
+                    self._candidate(sub, how, accounts.get(sub)) for sub, how in sorted(readings.items())
+                ])
+            if not readings:
+                if selector.startswith("@"):
+                    raise SelectorError(f"no user has the handle {selector}")
+                if selector.startswith("did:"):
+                    raise SelectorError(f"no user has the DID {selector}")
+                raise SelectorError(f"no user has the sub {selector!r}")
+            sub = next(iter(readings))
+            user = accounts.get(sub)
+            if user is None:
+                raise SelectorError(f"{selector} names sub {sub}, which has no users document")
             resolved.setdefault(user.sub, user)
         return list(resolved.values())
+
+    @staticmethod
+    def _candidate(sub: str, how: str, user: UserAccount | None) -> str:
+        if user is None:
+            return f"{sub} (as {how}; no users document)"
+        handle = f"@{user.handle}" if user.handle else "no handle"
+        return f"{sub} (as {how}; {handle}, DID {user.did or 'none'})"
 
     # -- moods -----------------------------------------------------------------------------
     def moods_of(self, sub: str) -> list[Mood]:
@@ -227,15 +299,23 @@ class MongoStore:
 
     def unsynced_live_moods(self, cutoff: datetime, limit: int, horizon: datetime | None = None) -> list[Mood]:
         """Live moods without a pointer whose `when` is at or before ``cutoff`` (and at or after
-        ``horizon``), newest first; the `{when: 1}` index serves the range."""
+        ``horizon``), newest first.
+
+        "Without a pointer" is what ``_mood_from_doc`` reads as no rkey: `atproto` or its `rkey`
+        missing or null, an empty or non-string `rkey`, `atproto` not a document. Only a
+        non-empty string is a pointer, so the predicate is its complement (`$not: {$gt: ""}`:
+        `$gt` with a string compares only strings). The `when` range and the sort are what the
+        `{when: 1}` index serves; the pointer test is a filter on the documents it yields, as
+        `$exists: false` was."""
         when: dict = {"$lte": cutoff}
         if horizon is not None:
             when["$gte"] = horizon
-        query = {**LIVE, "atproto.rkey": {"$exists": False}, "when": when}
+        query = {**LIVE, **NO_POINTER, "when": when}
         return [_mood_from_doc(d) for d in self.db.moods.find(query, MOOD_FIELDS).sort("when", -1).limit(limit)]
 
     def nuked_moods_with_pointer(self, limit: int) -> list[Mood]:
-        query = {"deleted": True, "atproto.rkey": {"$exists": True}}
+        """Nuked moods whose `atproto.rkey` is a non-empty string (an empty one names no record)."""
+        query = {"deleted": True, **HAS_POINTER}
         return [_mood_from_doc(d) for d in self.db.moods.find(query, MOOD_FIELDS).sort("_id", 1).limit(limit)]
 
     def unset_account(self, sub: str) -> int:
@@ -246,10 +326,16 @@ class MongoStore:
         """Set atproto.rkey on each (mood_id, rkey) in one unordered bulk write."""
         if not pairs:
             return 0
-        result = self.db.moods.bulk_write(
-            [UpdateOne({"_id": ObjectId(mood_id)}, {"$set": {"atproto.rkey": rkey}}) for mood_id, rkey in pairs],
-            ordered=False,
-        )
+        # `$set: {"atproto.rkey"}` fails on a mood whose `atproto` is null or not a document
+        # (it names no record, so such a mood is unsynced and gets synced): those get a new
+        # `atproto` document instead. Exactly one of the two updates matches each mood.
+        updates = []
+        for mood_id, rkey in pairs:
+            oid = ObjectId(mood_id)
+            updates.append(UpdateOne({"_id": oid, "atproto": {"$type": "object"}}, {"$set": {"atproto.rkey": rkey}}))
+            updates.append(UpdateOne({"_id": oid, "atproto": {"$not": {"$type": "object"}}},
+                                     {"$set": {"atproto": {"rkey": rkey}}}))
+        result = self.db.moods.bulk_write(updates, ordered=False)
         return result.matched_count
 
     def unset_pointers(self, mood_ids: list[str]) -> int:

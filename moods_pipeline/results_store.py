@@ -7,6 +7,7 @@ per-run folder and never replace a real result.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -15,8 +16,36 @@ from pathlib import Path
 from moods_pipeline.sync.backfill import UserOutcome
 
 
-def _safe(key: str) -> str:
-    return key.replace(":", "_").replace("/", "_")
+MAX_NAME = 200  # characters of a file name made from a key (file systems allow 255 bytes)
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-%")
+
+
+def safe_name(key: str) -> str:
+    """A file name (without suffix) for a DID, sub or run id: one name per key, one key per
+    name, and never a path.
+
+    ":" becomes "_" (so "did:plc:x" is "did_plc_x", as it always was); every other character
+    outside letters, digits and ``.-%`` (the DID characters), "_" included, becomes "+XX" per
+    UTF-8 byte, so no two keys share a name (before, "did:web:a_b" and "did:web:a:b" did) and
+    no key makes a separator or a hidden file ("/", a leading "."). A key whose name would be
+    longer than ``MAX_NAME`` (a DID may have 2,048 characters) is cut and ends with "+~" and a
+    hash of the whole key ("+~" never occurs otherwise)."""
+    out = []
+    for position, char in enumerate(key):
+        if char == ":":
+            out.append("_")
+        elif char in _PLAIN and not (position == 0 and char == "."):
+            out.append(char)
+        else:
+            out.append("".join(f"+{byte:02X}" for byte in char.encode("utf-8", "surrogatepass")))
+    name = "".join(out) or "+"
+    if len(name) > MAX_NAME:
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        name = name[: MAX_NAME - 34] + "+~" + digest
+    return name
+
+
+_safe = safe_name  # the name this module used before
 
 
 def write_json_atomic(path: Path, data: dict) -> None:

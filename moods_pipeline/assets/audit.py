@@ -207,6 +207,29 @@ def mood_audit(
         )
 
 
+def refused_summaries(store, index: engine.UserIndex) -> list[dict]:
+    """Audit facts of the users refused for their DID: unreadable, with the reason."""
+    if not index.refused:
+        return []
+    moods = store.moods_of_users(sorted(index.refused))
+    summaries = []
+    for sub, (did, reason) in sorted(index.refused.items()):
+        user = UserAccount(sub=sub, did=did, handle=None)
+        audit = engine.refused_user(user, reason, _Moods(moods))
+        summaries.append(audit.summary())
+    return summaries
+
+
+class _Moods:
+    """``moods_of`` over moods read in one query."""
+
+    def __init__(self, by_sub: dict) -> None:
+        self.by_sub = by_sub
+
+    def moods_of(self, sub: str) -> list:
+        return self.by_sub.get(sub, [])
+
+
 def _markdown_table(rows: list[tuple[str, object]]) -> str:
     return "| stat | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
 
@@ -223,14 +246,16 @@ def audit_summary(context: dg.AssetExecutionContext, mongo: MongoResource, pds: 
     store = mongo.store()
     audits = AuditStore(settings.state_dir)
     index = engine.mongo_user_index(store)
-    syncable = index.syncable_dids
+    # A refused DID (malformed, shared, not a partition key) is never audited: its users count
+    # as unreadable with the reason, whatever an older audit of that DID said.
+    syncable = index.syncable_dids - index.refused_dids
     stored = audits.load_latest()
     current = [s for s in stored if s.did in syncable]
     stale = len(stored) - len(current)
     audited = {s.did for s in current}
     not_audited = sorted(did for did in syncable if did not in audited)
-    summaries = [s.summary for s in current]
-    no_account = [{"no_account": True} for _ in index.no_account_subs]
+    summaries = [s.summary for s in current] + refused_summaries(store, index)
+    no_account = [{"no_account": True} for sub in index.no_account_subs if sub not in index.refused]
     total = engine.totals(summaries + no_account)
     rows = audits.latest_table(current)
 

@@ -3,6 +3,7 @@
 # annotations at definition time.
 
 
+import shlex
 import time
 
 import dagster as dg
@@ -10,6 +11,7 @@ import pandas as pd
 
 from moods_pipeline import progress
 from moods_pipeline.partitions import PARTITIONS_PER_RUN, users_partitions
+from moods_pipeline.refusal import refusal
 from moods_pipeline.resources import MongoResource, PdsResource, PipelineSettingsResource
 from moods_pipeline.sync.backfill import UserOutcome, backfill_users, summarize
 from moods_pipeline.sync.model import UserAccount
@@ -22,7 +24,7 @@ class BackfillConfig(dg.Config):
     """Plan and report everything, write nothing (no PDS write, no Mongo pointer)."""
 
 
-def _reason_table(rows: list[tuple[str, str]]) -> dg.TableMetadataValue:
+def _reason_table(rows: list) -> dg.TableMetadataValue:
     return dg.MetadataValue.table(
         records=[dg.TableRecord({"mood_id": mood_id, "reason": reason}) for mood_id, reason in rows[:MAX_REASON_ROWS]],
         schema=dg.TableSchema(columns=[dg.TableColumn("mood_id", "string"), dg.TableColumn("reason", "string")]),
@@ -42,6 +44,8 @@ def outcome_metadata(outcome: UserOutcome) -> dict:
         "failed": dg.MetadataValue.int(len(outcome.failed)),
         "duplicates_seen": dg.MetadataValue.int(outcome.duplicates),
         "orphans_seen": dg.MetadataValue.int(outcome.orphans),
+        # Records that differ from their mood, and duplicates: left for `moods-pipeline repair`.
+        "needs_repair": dg.MetadataValue.int(outcome.needs_repair),
         "batches": dg.MetadataValue.int(outcome.batches),
         "seconds": dg.MetadataValue.float(round(outcome.seconds, 3)),
         "records_per_second": dg.MetadataValue.float(round(outcome.records_per_second, 2)),
@@ -54,6 +58,8 @@ def outcome_metadata(outcome: UserOutcome) -> dict:
         metadata["invalid_reasons"] = _reason_table(outcome.skipped_invalid)
     if outcome.failed:
         metadata["failure_reasons"] = _reason_table(outcome.failed)
+    if outcome.needs_repair_reasons:
+        metadata["needs_repair_reasons"] = _reason_table(outcome.needs_repair_reasons)
     if outcome.error:
         metadata["error"] = dg.MetadataValue.text(outcome.error)
     return metadata
@@ -92,6 +98,7 @@ def mood_backfill(
     """
     store = mongo.store()
     results = pipeline.results()
+    settings = pipeline.settings()
     users = users_for_partitions(store, list(context.partition_keys))
     started = time.monotonic()
     context.log.info(
@@ -112,6 +119,7 @@ def mood_backfill(
             f"{outcome.label}: {state}; live {outcome.live}, created {outcome.created}, "
             f"already synced {outcome.already_synced}, invalid {len(outcome.skipped_invalid)}"
             + (f", would create {outcome.would_create}" if outcome.dry_run else "")
+            + (f", {outcome.needs_repair} need a repair (moods-pipeline repair)" if outcome.needs_repair else "")
         )
 
     outcomes = backfill_users(
@@ -123,6 +131,7 @@ def mood_backfill(
         options=pds.write_options(),
         on_batch=on_batch,
         on_user_done=on_user_done,
+        when_tolerance_ms=settings.when_tolerance_ms,
     )
     for outcome in outcomes:
         # A user that did not fully sync gets an observation (its reasons stay visible) and no
@@ -152,6 +161,7 @@ def summary_frame(outcomes: list[UserOutcome]) -> pd.DataFrame:
                 "already_synced": o.already_synced,
                 "skipped_invalid": len(o.skipped_invalid),
                 "failed": len(o.failed),
+                "needs_repair": o.needs_repair,
                 "error": o.error or "",
             }
             for o in outcomes
@@ -162,15 +172,26 @@ def summary_frame(outcomes: list[UserOutcome]) -> pd.DataFrame:
 @dg.asset(deps=[mood_backfill], group_name="backfill", kinds={"pandas"})
 def backfill_summary(context: dg.AssetExecutionContext, mongo: MongoResource, pipeline: PipelineSettingsResource):
     """The migration stats of the checklist over the latest backfill result of every user
-    (not just the last run): users, moods live, created, already synced, skipped, failed.
+    (not just the last run): users, moods live, created, already synced, skipped, failed,
+    needs_repair (records that differ from their mood, and duplicates: for the repair).
+    Users whose stored account is refused (a malformed, shared or unpartitionable DID) count
+    as failed with their reason; results of DIDs no user holds any more are left out.
     Numbers are metadata, so the UI plots them across materializations."""
-    outcomes = pipeline.results().latest_backfill()
     store = mongo.store()
     users_with_moods = store.users_with_moods()
-    without_account = [u for u in users_with_moods if not u.has_account]
+    without_account = [u for u in users_with_moods if not u.has_account and not refusal(u)]
+    refused = [(u, refusal(u)) for u in users_with_moods if refusal(u)]
+    current = {u.did for u in users_with_moods if u.has_account and not refusal(u)}
+    latest = pipeline.results().latest_backfill()
+    outcomes = [o for o in latest if o.did in current]
+    stale = len(latest) - len(outcomes)
+    outcomes += [UserOutcome(sub=u.sub, did=u.did, handle=u.handle, error=reason) for u, reason in refused]
     summary = summarize(outcomes)
     summary["skipped_no_account"] = len(without_account)
+    summary["users_refused"] = len(refused)
     summary["users_with_moods"] = len(users_with_moods)
+    summary["users_never_backfilled"] = len(current - {o.did for o in outcomes})
+    summary["stale_results_ignored"] = stale
     summary["moods_without_user"] = store.moods_without_user()
     synced = summary["already_synced"] + summary["created"]
     valid_live = summary["moods_live"] - summary["skipped_invalid"]
@@ -181,7 +202,15 @@ def backfill_summary(context: dg.AssetExecutionContext, mongo: MongoResource, pi
     failing = [o for o in outcomes if not o.ok]
     if failing:
         metadata["failing_users"] = dg.MetadataValue.md(
-            "\n".join(f"- {o.label} `{o.did}`: {o.error or f'{len(o.failed)} moods failed'}" for o in failing[:100])
+            "\n".join(f"- {o.label} `{o.did or o.sub}`: {o.error or f'{len(o.failed)} moods failed'}"
+                      for o in failing[:100])
+        )
+    to_repair = [o for o in outcomes if o.needs_repair]
+    if to_repair:
+        metadata["users_needing_repair"] = dg.MetadataValue.md(
+            "\n".join(f"- {o.label} `{o.did}`: {o.needs_repair} (`moods-pipeline repair --user {shlex.quote(o.sub)}"
+                      " --apply`)"
+                      for o in to_repair[:100])
         )
     context.log.info(f"backfill summary over {len(outcomes)} users: {summary}")
     return dg.MaterializeResult(metadata=metadata)

@@ -503,17 +503,57 @@ class UserIndex:
     dids_known: frozenset[str]  # every users.atproto.did
     syncable_dids: frozenset[str]  # users with atproto.did, atproto.password and a mood
     no_account_subs: frozenset[str]  # subs with moods but no account (no users document included)
+    # Users with moods and a password whose stored DID is refused (``refusal.py``): sub ->
+    # (the DID if it is a string, why). A refused DID is never audited as a partition.
+    refused: dict = field(default_factory=dict)
+
+    @property
+    def refused_dids(self) -> frozenset[str]:
+        return frozenset(did for did, _ in self.refused.values() if did)
 
 
 def mongo_user_index(store) -> UserIndex:
     """``UserIndex`` of the store: CONTRACT.md's "syncable" (did and password set, at least one
-    mood, as ``UserAccount.has_account``) and the users with moods but no account."""
+    mood, as ``UserAccount.has_account``), the users with moods but no account, and the users
+    refused for their DID, with the reasons ``MongoStore`` would give."""
+    from moods_pipeline.mongo_store import stored_did_problem
+    from moods_pipeline.refusal import partition_key_problem
+
     with_moods = store.subs_with_moods()
-    accounts = store.account_dids()
+    facts = store.account_facts()
+    accounts = {sub: (did, has_pw) for sub, (did, has_pw) in facts.items() if isinstance(did, str)}
     known = {did for did, _ in accounts.values()}
     with_account = {sub: did for sub, (did, has_password) in accounts.items() if has_password}
     syncable = {did for sub, did in with_account.items() if sub in with_moods}
-    return UserIndex(frozenset(known), frozenset(syncable), frozenset(with_moods - set(with_account)))
+    holders: dict[str, list[str]] = {}
+    for sub, (did, _) in accounts.items():
+        holders.setdefault(did, []).append(sub)
+    refused = {}
+    for sub, (did, has_password) in facts.items():
+        if not has_password or sub not in with_moods:
+            continue
+        text_did = did if isinstance(did, str) else None
+        reason = stored_did_problem(did, holders.get(text_did) if text_did else None)
+        if reason is None and text_did:
+            reason = partition_key_problem(text_did)
+        if reason:
+            refused[sub] = (text_did, reason)
+    return UserIndex(frozenset(known), frozenset(syncable), frozenset(with_moods - set(with_account)), refused)
+
+
+def refused_user(user: UserAccount, reason: str, store) -> UserAudit:
+    """The audit of a user whose stored account is refused (``refusal.py``): unreadable with the
+    reason, its live moods counted from Mongo as not verified; no request to the PDS."""
+    from moods_pipeline.refusal import partition_key_problem
+
+    unpartitionable = bool(user.did) and reason == partition_key_problem(user.did)
+    prefix = "not audited" if unpartitionable else "credentials refused"
+    audit = UserAudit(user=user, unreadable=f"{prefix}: {reason}")
+    try:
+        audit.moods_live, audit.moods_valid_live = _live_counts(store.moods_of(user.sub))
+    except Exception as exc:  # noqa: BLE001 - the refusal stands without the counts
+        audit.unreadable += f" (moods not counted: {type(exc).__name__})"
+    return audit
 
 
 def _orphan_reason(store, records: list[PdsRecord]) -> str:

@@ -14,9 +14,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable
 
 from moods_pipeline import MOOD_COLLECTION
+from moods_pipeline.mood_record import Invalid, build_record
 from moods_pipeline.pds.xrpc import LoginFailed, PdsClient, PdsError
-from moods_pipeline.sync.model import UserAccount
+from moods_pipeline.sync.model import Mood, PdsRecord, UserAccount
 from moods_pipeline.sync.planner import plan_user
+from moods_pipeline.sync.reconcile import CONTENT_MISMATCH, DUPLICATE, analyze, content_problems
 from moods_pipeline.sync.writer import BatchWriter, WriteOptions
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,10 @@ class UserOutcome:
     failed: list[tuple[str, str]] = field(default_factory=list)
     duplicates: int = 0
     orphans: int = 0
+    # Moods whose record exists but differs, and further records carrying a mood's id: the
+    # backfill never rewrites or deletes a record, so these wait for `moods-pipeline repair`.
+    needs_repair: int = 0
+    needs_repair_reasons: list[tuple[str, str]] = field(default_factory=list)  # (mood_id, reason)
     batches: int = 0
     error: str | None = None  # the user as a whole failed (login, unreadable repo, Mongo)
     no_account: bool = False
@@ -70,7 +76,27 @@ class UserOutcome:
         data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         data["skipped_invalid"] = [tuple(x) for x in data.get("skipped_invalid", [])]
         data["failed"] = [tuple(x) for x in data.get("failed", [])]
+        data["needs_repair_reasons"] = [tuple(x) for x in data.get("needs_repair_reasons", [])]
         return cls(**data)
+
+
+def repair_needs(moods: list[Mood], records: list[PdsRecord], when_tolerance_ms: int = 1000) -> list[tuple[str, str]]:
+    """What of these moods and records a backfill leaves for the repair: (mood id, reason) for
+    each mood whose chosen record differs from it (the audit's ``content_mismatch``, also when
+    its pointer is stale or missing) and for each further record carrying a mood's id
+    (``duplicate``). Pure: the moods and records the backfill has read already, no request."""
+    by_rkey = {r.rkey: r for r in records}
+    by_id = {m.id: m for m in moods}
+    found: list[tuple[str, str]] = []
+    for row in analyze(moods, records, when_tolerance_ms=when_tolerance_ms):
+        if row.kind == "record" and row.status == DUPLICATE:
+            found.append((row.mood_id, f"duplicate: record rkey {row.rkey} also carries this mood's id"))
+        elif row.kind == "mood" and CONTENT_MISMATCH in row.issues:
+            built = build_record(by_id[row.mood_id])
+            why = content_problems(by_rkey[row.rkey].value, built, when_tolerance_ms) if not isinstance(
+                built, Invalid) else []
+            found.append((row.mood_id, f"content_mismatch: record rkey {row.rkey}: " + "; ".join(why)))
+    return found
 
 
 def sync_user(
@@ -81,8 +107,12 @@ def sync_user(
     dry_run: bool = False,
     options: WriteOptions = WriteOptions(),
     on_batch: Callable[[UserOutcome, int, int], None] | None = None,
+    when_tolerance_ms: int = 1000,
 ) -> UserOutcome:
-    """Plan and write one user's moods. Never raises for the user's own trouble."""
+    """Plan and write one user's moods. Never raises for the user's own trouble.
+
+    ``when_tolerance_ms``: how far a record's `when` may drift before the mood counts in
+    ``needs_repair``."""
     started = time.monotonic()
     outcome = UserOutcome(sub=user.sub, did=user.did, handle=user.handle, dry_run=dry_run)
     try:
@@ -107,6 +137,8 @@ def sync_user(
         outcome.orphans = len(plan.orphans)
         outcome.would_create = len(plan.creates)
         outcome.would_write_pointers = len(plan.pointer_writes) + len(plan.creates)
+        outcome.needs_repair_reasons = repair_needs(moods, records, when_tolerance_ms)
+        outcome.needs_repair = len(outcome.needs_repair_reasons)
         if dry_run:
             return outcome
 
@@ -153,12 +185,14 @@ def backfill_users(
     options: WriteOptions = WriteOptions(),
     on_batch: Callable[[UserOutcome, int, int], None] | None = None,
     on_user_done: Callable[[UserOutcome], None] | None = None,
+    when_tolerance_ms: int = 1000,
 ) -> list[UserOutcome]:
     """Backfill users concurrently; outcomes in the order the users were given."""
     users = list(users)
 
     def run(user: UserAccount) -> UserOutcome:
-        outcome = sync_user(user, store, pds, dry_run=dry_run, options=options, on_batch=on_batch)
+        outcome = sync_user(user, store, pds, dry_run=dry_run, options=options, on_batch=on_batch,
+                            when_tolerance_ms=when_tolerance_ms)
         if on_user_done:
             on_user_done(outcome)
         return outcome
@@ -183,6 +217,7 @@ def summarize(outcomes: Iterable[UserOutcome], seconds: float | None = None, dry
         "skipped_invalid": sum(len(o.skipped_invalid) for o in accounts),
         "skipped_no_account": sum(1 for o in outcomes if o.no_account),
         "failed": sum(len(o.failed) for o in accounts),
+        "needs_repair": sum(o.needs_repair for o in accounts),
         "seconds": round(seconds if seconds is not None else sum(o.seconds for o in outcomes), 3),
         "dry_run": dry_run,
         "would_create": sum(o.would_create for o in accounts),
