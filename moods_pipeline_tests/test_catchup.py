@@ -265,3 +265,38 @@ def test_max_age_leaves_history_to_backfill(mongo_db, make_account, test_setting
     assert find_candidates(store, state, CatchupPolicy(grace_s=120, max_age_s=3600)).sync == [recent]
     assert sorted(find_candidates(store, state, CatchupPolicy(grace_s=120)).sync) == sorted([recent, *user.mood_ids])
     assert CatchupPolicy.from_settings(test_settings, {"MOODS_CATCHUP_MAX_AGE_S": "3600"}).max_age_s == 3600.0
+
+
+def test_a_null_empty_or_odd_pointer_is_unsynced_and_the_sensor_syncs_it(
+    mongo_db, make_account, test_settings, dagster_instance, store, pds
+):
+    user = add_user(mongo_db, make_account("nullrk"), moods=6)
+    synced = add_user(mongo_db, make_account("fullrk"), moods=1)
+    sync_user(store.user_by_sub(synced.sub), store, pds)  # a real pointer: never a candidate
+    odd = [{"rkey": None}, {"rkey": ""}, {"rkey": None, "other": "kept"}, None, "not a document", {"rkey": 7}]
+    for mood_id, atproto in zip(user.mood_ids, odd):
+        mongo_db.moods.update_one({"_id": ObjectId(mood_id)}, {"$set": {"atproto": atproto}})
+    moods = {m.id: m for m in store.moods_of(user.sub)}
+    assert all(moods[m].rkey is None for m in user.mood_ids)  # "" reads as no pointer too
+
+    unsynced = store.unsynced_live_moods(datetime.now(timezone.utc), 100)
+    assert sorted(m.id for m in unsynced) == sorted(user.mood_ids)
+    harness = Harness(dagster_instance, test_settings)
+    requests = harness.requests()
+    assert len(requests) == 1 and sorted(ids_of(requests[0])) == sorted(user.mood_ids)
+    result = harness.run(requests[0])
+    assert result.success
+    metadata = op_metadata(dagster_instance, result)
+    assert metadata["synced"] == 6 and metadata["created"] == 6 and metadata["sync_failed"] == 0
+    assert check_invariant(store, pds, [user]) == 6
+    # The pointer went into the mood's own atproto document, other fields kept.
+    kept = mongo_db.moods.find_one({"_id": ObjectId(user.mood_ids[2])})["atproto"]
+    assert kept["other"] == "kept" and kept["rkey"]
+    assert harness.requests() == [] and store.unsynced_live_moods(datetime.now(timezone.utc), 100) == []
+
+
+def test_nuked_moods_with_an_empty_pointer_are_not_deletion_candidates(mongo_db, make_account, store):
+    user = add_user(mongo_db, make_account("nukerk"), moods=3, nuked=True)
+    for mood_id, atproto in zip(user.mood_ids, [{"rkey": ""}, {"rkey": None}, {"rkey": "3kabcdefghij2"}]):
+        mongo_db.moods.update_one({"_id": ObjectId(mood_id)}, {"$set": {"atproto": atproto}})
+    assert [m.id for m in store.nuked_moods_with_pointer(10)] == [user.mood_ids[2]]
