@@ -199,7 +199,8 @@ def test_a_duplicate_that_is_its_moods_chosen_record_by_now_is_kept(
         f"repair: the duplicate became its mood's chosen record ({meanwhile.__name__.strip('_').replace('_', ' ')})",
         "repair --apply deleting a duplicate after the change, between plan and send",
         len(at_stake), lost, after.duplicated,
-        f"applied deletes {outcome.applied['delete_duplicate']}; kept {[k[1] for k in outcome.kept]}",
+        f"applied deletes {outcome.applied['delete_duplicate']}; kept {[k[1] for k in outcome.kept]}; "
+        "a record left duplicated is the former chosen one, for the next repair",
         section="destructive",
     )
     assert lost == 0 and after.lost == 0
