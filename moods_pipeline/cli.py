@@ -283,8 +283,8 @@ def cmd_backfill(args) -> int:
     if summary["needs_repair"]:
         # The backfill only creates records and writes pointers; a record that differs from its
         # mood, or a second one, is the repair's to fix.
-        say(f"{summary['needs_repair']} moods need a repair (a record that differs from its mood, or a duplicate"
-            f" record): run `{repair_command(args)}`")
+        say(f"{summary['needs_repair']} moods need a repair: run `{repair_command(args)}` (records that differ"
+            " from their mood, or duplicates: the backfill never rewrites or deletes a record)")
     something_left = summary["users_failed"] > 0 or summary["failed"] > 0 or summary["needs_repair"] > 0
     return EXIT_SOMETHING_LEFT if something_left else EXIT_OK
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dagster as dg
 import pytest
+from bson import ObjectId
 
 from moods_pipeline.cli import run_job_over_partitions
 from moods_pipeline.results_store import ResultsStore
@@ -163,3 +164,88 @@ def test_summary_counts_users_without_account(mongo_db, make_account, test_setti
     assert metadata["skipped_no_account"].value == 1
     assert metadata["created"].value == 2 and metadata["users"].value == 1
     assert metadata["sync_rate_pct"].value == 100.0
+
+
+def tamper(pds, store, user, when_within_ms: int = 500) -> dict[str, str]:
+    """Backfill ``user`` (six moods or more), then make its repo disagree with Mongo the ways a
+    backfill cannot fix. Returns role -> mood id."""
+    from datetime import timedelta
+
+    from moods_pipeline import MOOD_COLLECTION
+    from moods_pipeline.secret import Secret
+    from moods_pipeline.sync.model import iso_when
+
+    sync_user(store.user_by_sub(user.sub), store, pds)
+    moods = {m.id: m for m in store.moods_of(user.sub)}
+    ids = dict(zip(["text", "when", "duplicate", "field", "within", "no_pointer"], user.mood_ids))
+    records = {value["ref"]: (rkey, value) for rkey, value in repo_snapshot(pds, user.did).items()}
+    session = pds.login(user.did, Secret(user.password), expected_did=user.did)
+
+    def put(role, **changes):
+        rkey, value = records[ids[role]]
+        value = {k: v for k, v in {**value, **changes}.items() if v is not None}
+        session.put_record(MOOD_COLLECTION, rkey, value)
+
+    put("text", mood="written by someone else")
+    put("when", when=iso_when(moods[ids["when"]].when + timedelta(seconds=5)))
+    session.create_record(MOOD_COLLECTION, dict(records[ids["duplicate"]][1]))
+    put("field", mood=None, text=records[ids["field"]][1]["mood"])
+    put("within", when=iso_when(moods[ids["within"]].when + timedelta(milliseconds=when_within_ms)))
+    put("no_pointer", mood="also changed")
+    store.db.moods.update_one({"_id": ObjectId(ids["no_pointer"])}, {"$unset": {"atproto": ""}})
+    return ids
+
+
+NEEDS_REPAIR_ROLES = {"text", "when", "duplicate", "field", "no_pointer"}
+
+
+def test_records_that_differ_or_repeat_are_counted_in_needs_repair_without_more_reads(
+    mongo_db, make_account, test_settings, dagster_instance, pds
+):
+    from datetime import datetime, timezone
+
+    from moods_pipeline import MOOD_COLLECTION
+    from moods_pipeline.pds.xrpc import PdsClient
+
+    user = add_user(mongo_db, make_account("repair"), texts=[f"mood {i}" for i in range(6)])
+    store = store_for(test_settings)
+    ids = tamper(pds, store, user)
+    new_id = ObjectId()
+    mongo_db.moods.insert_one({"_id": new_id, "user": user.sub, "mood": "new one",
+                               "when": datetime(2024, 6, 1, tzinfo=timezone.utc)})
+    wanted = {ids[role] for role in NEEDS_REPAIR_ROLES}
+
+    # A dry run counts them, with no request beyond the listing the backfill makes anyway.
+    with PdsClient(test_settings.pds_url) as counted:
+        counted.list_records(user.did, MOOD_COLLECTION)
+        listing = counted.counters.requests
+        counted.reset_counters()
+        outcome = sync_user(store.user_by_sub(user.sub), store, counted, dry_run=True)
+        assert counted.counters.requests == listing
+    assert outcome.needs_repair == 5 and {m for m, _ in outcome.needs_repair_reasons} == wanted
+    assert outcome.would_create == 1
+
+    _, outcomes = backfill(dagster_instance, test_settings, [user])
+    outcome = outcomes[user.did]
+    assert outcome.ok and outcome.created == 1 and outcome.pointers_written == 2  # the new one, no_pointer
+    assert outcome.needs_repair == 5
+    reasons = dict(outcome.needs_repair_reasons)
+    assert set(reasons) == wanted
+    assert reasons[ids["text"]].startswith("content_mismatch: record rkey ") and "mood differs" in reasons[ids["text"]]
+    assert "when differs by 5,000 ms" in reasons[ids["when"]]
+    assert "record lacks mood (has text)" in reasons[ids["field"]]
+    assert reasons[ids["duplicate"]].startswith("duplicate: record rkey ")
+    assert not any("someone else" in r or "mood 0" in r for r in reasons.values())  # never the text
+
+    records = dagster_instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("mood_backfill"), asset_partitions=[user.did]), limit=1).records
+    metadata = records[0].asset_materialization.metadata
+    assert metadata["needs_repair"].value == 5
+    assert {row.data["mood_id"] for row in metadata["needs_repair_reasons"].value.records} == wanted
+
+    defs = definitions_for(test_settings)
+    assert defs.resolve_job_def("backfill_summary_job").execute_in_process(instance=dagster_instance).success
+    summary = dagster_instance.get_latest_materialization_event(
+        dg.AssetKey("backfill_summary")).asset_materialization.metadata
+    assert summary["needs_repair"].value == 5
+    assert user.did in summary["users_needing_repair"].value and "--apply" in summary["users_needing_repair"].value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 import dagster as dg
 import pytest
@@ -13,7 +14,7 @@ from moods_pipeline.sensors import users_partition_sensor
 from moods_pipeline_tests.world import add_user, backfill_json, resources_for
 
 BACKFILL_KEYS = {"users", "users_failed", "moods_live", "created", "already_synced", "pointers_written",
-                 "skipped_invalid", "skipped_no_account", "failed", "seconds", "dry_run"}
+                 "skipped_invalid", "skipped_no_account", "failed", "needs_repair", "seconds", "dry_run"}
 
 
 @pytest.mark.integration
@@ -102,3 +103,33 @@ def test_partition_sensor_adds_each_syncable_user_once(test_settings, mongo_db, 
     again = tick()
     assert again.dynamic_partitions_requests == []
     assert isinstance(tick(cursor=again.cursor), dg.SkipReason)
+
+
+@pytest.mark.integration
+def test_backfill_reports_moods_needing_a_repair_exits_1_and_names_the_command(
+    cli_env, store, mongo_db, make_account, pds, capsys
+):
+    from moods_pipeline_tests.test_backfill import NEEDS_REPAIR_ROLES, tamper
+
+    user = add_user(mongo_db, make_account("needr"), texts=[f"mood {i}" for i in range(6)])
+    clean = add_user(mongo_db, make_account("needc"), moods=2)
+    tamper(pds, store, user)
+    hint = f"moods need a repair: run `moods-pipeline repair --user @{user.handle} --user {shlex.quote(clean.sub)} --apply`"
+
+    for dry_run in (["--dry-run"], []):
+        code, summary, err = backfill_json(capsys, "--user", f"@{user.handle}", "--user", clean.sub, *dry_run)
+        assert code == 1, (dry_run, summary)
+        assert BACKFILL_KEYS <= set(summary)
+        assert summary["needs_repair"] == len(NEEDS_REPAIR_ROLES) and summary["users_failed"] == 0
+        assert f"{len(NEEDS_REPAIR_ROLES)} moods need a repair" in err and hint in err, err
+        assert f"NEEDS REPAIR @{user.handle}" in err and "mood 0" not in err
+    assert summary["created"] == 2  # the clean user synced all the same
+
+    # The command the hint names fixes them; the next backfill has nothing left.
+    assert cli.main(["repair", "--user", f"@{user.handle}", "--user", clean.sub, "--apply", "--json"]) == 0
+    capsys.readouterr()
+    code, summary, err = backfill_json(capsys, "--user", f"@{user.handle}", "--user", clean.sub)
+    assert code == 0 and summary["needs_repair"] == 0 and "need a repair" not in err
+    # The audit agrees (a `when` within the tolerance is in step, so not check_invariant's equality).
+    assert cli.main(["audit", "--user", f"@{user.handle}", "--user", clean.sub, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["problems"] == 0
