@@ -9,7 +9,9 @@ in-process against the configured instance (DAGSTER_HOME), so its runs appear in
 - ``repair SELECTOR [--apply] [--delete-orphans] [--rewrite-legacy] [--json]``: ``mood_repair_job``
   in runs of at most 50 users, each from a fresh audit; a dry run unless ``--apply`` (prints the
   plan); after ``--apply`` the users are audited again and ``audit_summary_job`` runs. Exit 1
-  for a non-empty plan in a dry run, or anything left after ``--apply``.
+  for a non-empty plan in a dry run, or anything left after ``--apply``. Deletes the re-check
+  right before sending refused are printed as KEPT lines (and counted as ``kept``); a user whose
+  DID is malformed, not a string or held by several users fails alone, with the reason.
 
 With ``--json`` stdout carries exactly one JSON object (keys of CONTRACT.md plus extras);
 everything else goes to stderr. Exit 2 for bad usage or configuration.
@@ -175,7 +177,7 @@ def cmd_audit(args) -> int:
 def _refused_credentials(user) -> bool:
     """A user with credentials that must not be used (a non-string or malformed DID, a DID
     several users hold): it is repaired like the others, and fails with the reason."""
-    return bool(getattr(user, "problem", None)) and bool(user.did or user.password)
+    return bool(getattr(user, "problem", None)) and bool(user.password)
 
 
 def run_repair(instance, settings, syncable: list, without_account: list, *, apply: bool = False,

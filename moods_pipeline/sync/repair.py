@@ -562,9 +562,10 @@ def repair_user(
     started = time.monotonic()
     outcome = RepairOutcome(sub=user.sub, did=user.did, handle=user.handle, dry_run=not apply)
     try:
-        if getattr(user, "problem", None) and (user.did or user.password):
+        if getattr(user, "problem", None) and user.password:
             # Credentials that must not be used: a DID several users claim, a malformed or
-            # non-string one. Nothing is read or written for this user, and it fails.
+            # non-string one. Nothing is read or written for this user, and it fails. (Without
+            # a password there are no credentials: a user without account, as before.)
             outcome.error = f"credentials refused: {user.problem}"
             return outcome
         if not user.has_account:
