@@ -6,6 +6,7 @@ import hashlib
 import dagster as dg
 
 from moods_pipeline.partitions import USERS_PARTITION, users_partitions
+from moods_pipeline.refusal import refusal
 from moods_pipeline.resources import MongoResource
 
 
@@ -19,7 +20,9 @@ def users_partition_sensor(context: dg.SensorEvaluationContext, mongo: MongoReso
     """Adds a partition for every syncable user (DID) that has none yet. Idempotent: it adds
     only what is missing; the cursor (a digest of the syncable set) lets unchanged ticks skip."""
     users = mongo.store().syncable_users()
-    dids = sorted(u.did for u in users if u.did)
+    # A refused DID (malformed, held by several users, or with "..." that Dagster keeps for key
+    # ranges) is no partition: runs report such users as failed, with the reason.
+    dids = sorted({u.did for u in users if u.did and not refusal(u)})
     digest = hashlib.sha256("\n".join(dids).encode()).hexdigest()[:16]
     if context.cursor == digest:
         return dg.SkipReason(f"{len(dids)} syncable users, unchanged since the last tick")

@@ -91,6 +91,11 @@ def test_partition_sensor_adds_each_syncable_user_once(test_settings, mongo_db, 
     synced = [add_user(mongo_db, make_account("sens"), moods=1) for _ in range(2)]
     add_user(mongo_db, None, moods=1)  # no account: no partition
     add_user(mongo_db, make_account("nomoods"), moods=0)  # no moods: no partition
+    shared = make_account("sensh")
+    add_user(mongo_db, shared, moods=1)
+    add_user(mongo_db, shared, moods=1)  # a DID two users hold: refused, no partition
+    dots = add_user(mongo_db, make_account("sendot"), moods=1)
+    mongo_db.users.update_one({"_id": dots.sub}, {"$set": {"atproto.did": "did:web:a...b"}})  # no partition
     resources = {"mongo": resources_for(test_settings)["mongo"]}
 
     def tick(cursor=None):

@@ -11,12 +11,11 @@ become partitions; every file the run writes stays in the state dir under a name
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from moods_pipeline import MOOD_COLLECTION, cli
+from moods_pipeline import cli
 from moods_pipeline.refusal import INVALID_PARTITION_SUBSTRINGS, partition_key_problem, refusal, split_refused
 from moods_pipeline.results_store import MAX_NAME, ResultsStore, safe_name
 from moods_pipeline.secret import Secret
