@@ -45,8 +45,6 @@ def safe_name(key: str) -> str:
     return name
 
 
-_safe = safe_name  # the name this module used before
-
 
 def write_json_atomic(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +65,7 @@ class ResultsStore:
         return self.state_dir / "backfill" / "runs" / run_id
 
     def save_backfill(self, outcome: UserOutcome, run_id: str) -> None:
-        key = _safe(outcome.did or outcome.sub)
+        key = safe_name(outcome.did or outcome.sub)
         write_json_atomic(self._run_dir(run_id) / f"{key}.json", outcome.to_dict())
         if not outcome.dry_run:
             write_json_atomic(self._backfill_dir() / f"{key}.json", outcome.to_dict())
