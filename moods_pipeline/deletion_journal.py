@@ -100,6 +100,12 @@ class DeletionJournal:
         self._append({"id": entry_id, "phase": "result", "outcome": outcome, "error": error,
                       "deleted": sorted(deleted)})
 
+    def sent_account_deletion(self, did: str) -> bool:
+        """Whether this project ever announced the deletion of the account ``did`` (an intent line,
+        any command, any day): a run that died after deleteAccount and before forgetting the DID."""
+        return any(e.get("phase") == "intent" and e.get("kind") == ACCOUNT and e.get("did") == did
+                   for e in read_journal(self.folder.parent))
+
     @contextmanager
     def deleting(self, *, kind: str, did: str | None, sub: str | None, handle: str | None, reason: str,
                  targets: Iterable[dict] = ()) -> Iterator[str]:

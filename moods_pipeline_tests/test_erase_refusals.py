@@ -310,18 +310,34 @@ def test_taken_down_account_is_erased_when_the_admin_handle_is_the_stored_one(
     assert lost(before, after) == 0
 
 
-def test_an_account_the_admin_api_does_not_know_is_gone_even_without_a_password(
-    mongo_db, make_account, store, pds, admin, local_pds, journal
+def test_an_account_this_pds_does_not_know_is_not_forgotten_unless_this_project_deleted_it(
+    mongo_db, make_account, store, pds, admin, local_pds, journal, monkeypatch
 ):
+    # Deleted elsewhere (or PDS_URL names another PDS): the admin API's "not found" alone does not
+    # let the tool forget the DID; refused, Mongo unchanged.
     account = make_account("gone")
     user = synced(mongo_db, account, store, pds, moods=1)
     admin.delete_account(account.did)
-    mongo_db.users.update_one({"_id": user.sub}, {"$unset": {"atproto.password": ""}})
+    before = mongo_db.users.find_one({"_id": user.sub})
     result = LiveSync(store, pds, journal=journal).erase_account(local_pds.admin_password, user.sub)
-    assert (result.status, result.account_deleted, result.reason) == (
-        "erased", False, "account already gone from the PDS")
-    assert "atproto" not in mongo_db.users.find_one({"_id": user.sub})
+    assert result.status == "failed" and not result.account_deleted
+    assert "never deleted it" in result.reason and "PDS_URL" in result.reason
+    assert mongo_db.users.find_one({"_id": user.sub}) == before
     assert journal_lines(journal.folder.parent) == []  # nothing was deleted
+
+    # This project's own erase that died after deleteAccount, before forgetting the DID: the
+    # journal has its intent, so the next erase finishes the job.
+    mine = make_account("mine")
+    mine_user = synced(mongo_db, mine, store, pds, moods=1)
+    monkeypatch.setattr(store, "unset_account", lambda sub: (_ for _ in ()).throw(ConnectionError("Mongo went away")))
+    died = LiveSync(store, pds, journal=journal).erase_account(local_pds.admin_password, mine_user.sub)
+    assert died.status == "failed" and died.account_deleted and admin.get_account_info(mine.did) is None
+    assert mongo_db.users.find_one({"_id": mine_user.sub})["atproto"]["did"] == mine.did
+    monkeypatch.undo()
+    finished = LiveSync(store, pds, journal=journal).erase_account(local_pds.admin_password, mine_user.sub)
+    assert (finished.status, finished.account_deleted) == ("erased", False)
+    assert finished.reason.startswith("account already gone")
+    assert "atproto" not in mongo_db.users.find_one({"_id": mine_user.sub})
 
     # With the account still there, a user without a password cannot prove it: refused.
     alive = make_account("nopw")
@@ -536,16 +552,16 @@ def test_account_erase_run_with_odd_dids_fails_them_alone_and_erases_the_others(
                        "5 with a shared, malformed, non-string or unknown DID",
                        at_stake(before), lost(before, after), duplicated(before, after),
                        f"{summary['accounts_deleted']} accounts deleted (the good users'); shared, malformed and "
-                       "non-string DIDs refused; the unknown DID is gone already (admin API: not found)",
+                       "non-string DIDs refused; the DID this PDS does not know refused too (never deleted by this project)",
                        section="destructive")
-    assert code == 1 and summary["accounts_deleted"] == 2 and summary["users_failed"] == 4
+    assert code == 1 and summary["accounts_deleted"] == 2 and summary["users_failed"] == 5
     for user in good:
         assert by_sub[user.sub]["status"] == "erased" and admin.get_account_info(user.did) is None
-    for user in [*shared, malformed, number]:
+    for user in [*shared, malformed, number, unknown]:
         assert by_sub[user.sub]["status"] == "failed", by_sub[user.sub]
         assert mongo_db.users.find_one({"_id": user.sub})["atproto"]
-    # Unknown to the PDS: gone by the admin API's word; nothing was deleted for it.
-    assert by_sub[unknown.sub]["status"] == "erased" and not by_sub[unknown.sub]["account_deleted"]
+    # Unknown to this PDS and never deleted by this project: its DID is not forgotten.
+    assert not by_sub[unknown.sub]["account_deleted"] and "never deleted it" in by_sub[unknown.sub]["reason"]
     assert lost(before, after) == 0
     intents = [e for e in read_journal(cli_env.state_dir) if e["phase"] == "intent"]
     assert sorted(e["did"] for e in intents) == sorted(u.did for u in good)

@@ -93,6 +93,7 @@ SYNCED, DELETED, SKIPPED, FAILED = "synced", "deleted", "skipped", "failed"
 ERASED, PLANNED = "erased", "planned"
 
 NO_ACCOUNT = "no PDS account (users.atproto lacks did or password)"
+ALREADY_GONE = "account already gone from the PDS (deleted by an earlier erase of this project)"
 NO_JOURNAL = "no deletion journal configured: nothing is deleted unjournaled"
 NO_PASSWORD = "users.atproto has no password"
 TAKEDOWN_ERROR = "AccountTakedown"  # createSession's answer, after the password checked out, for a taken-down account
@@ -596,7 +597,10 @@ class LiveSync:
                 admin = self.pds.admin(admin_password) if admin_password else None
                 proof = self._prove_account(account, admin)
                 if proof.gone:
-                    result.reason, result.left = "account already gone from the PDS", 0
+                    forgettable = self._gone_refusal(account)
+                    result.reason, result.left = forgettable or ALREADY_GONE, 0
+                    if forgettable:
+                        result.status = FAILED
                 elif proof.refusal:
                     result.status, result.reason, result.left = FAILED, proof.refusal, proof.left
                 else:
@@ -726,8 +730,13 @@ class LiveSync:
                 result.status, result.reason, result.left = FAILED, proof.refusal, proof.left
                 log.warning("erase account %s refused: %s", account.did, proof.refusal)
             elif proof.gone:
-                result.reason = "account already gone from the PDS"
-                self._forget_account(account, result)
+                forgettable = self._gone_refusal(account)
+                if forgettable:
+                    result.status, result.reason, result.left = FAILED, forgettable, 0
+                    log.warning("erase account %s refused: %s", account.did, forgettable)
+                else:
+                    result.reason = ALREADY_GONE
+                    self._forget_account(account, result)
             elif self.journal is None:
                 result.status, result.reason, result.left = FAILED, NO_JOURNAL, 1
             else:
@@ -770,6 +779,19 @@ class LiveSync:
                     exc_info=not isinstance(exc, (PdsError, ValueError)))
         result.seconds = time.monotonic() - started
         return result
+
+    def _gone_refusal(self, account: UserAccount) -> str | None:
+        """Why a DID the admin API does not know must still not be forgotten, or None.
+
+        The admin API of *this* PDS not knowing a DID proves little on its own: with PDS_URL
+        naming another PDS every account would look gone, and forgetting the DIDs would leave
+        the accounts where they are with no way to retry. Only a deletion this project itself
+        sent (journaled, a run that died before forgetting the DID) is finished here."""
+        if self.journal is not None and self.journal.sent_account_deletion(account.did):
+            return None
+        return (f"the PDS at {self.pds.base_url} has no account {account.did}, and this project never deleted "
+                "it: it may have been deleted elsewhere, or PDS_URL names another PDS; nothing changed "
+                "(docs/runbook.md, Erasure)")
 
     def _forget_account(self, account: UserAccount, result: EraseResult) -> None:
         """The account is gone (the admin API says so): the user's pointers and users.atproto go."""
