@@ -153,6 +153,11 @@ def test_backfill_and_audit_run_every_good_user_and_fail_each_odd_did_alone(
     assert {f.name for f in audit_files} == {f"{safe_name(d)}.parquet" for d in partitions}
     assert all(f.resolve().parent == (cli_env.state_dir / "audit" / "latest").resolve() for f in audit_files)
     assert repo_snapshot(pds, shared.did) == shared_before
+    # The audit summary over everyone's latest audit counts the refused users as unreadable too.
+    with dg.DagsterInstance.get() as instance:
+        meta = instance.get_latest_materialization_event(dg.AssetKey("audit_summary")).asset_materialization.metadata
+    assert (meta["users_audited"].value, meta["users_unreadable"].value, meta["users_not_audited"].value) == (10, 8, 0)
+    assert meta["moods_unverified"].value == 2 * 6 + 3  # six refused or unknown users of 2, the shared 2 + 1
 
     for label, (did, _, _) in odd.items():
         reliability_record(
