@@ -24,8 +24,10 @@ log = logging.getLogger(__name__)
 CODEC_OPTIONS = CodecOptions(tz_aware=True, datetime_conversion=DatetimeConversion.DATETIME_AUTO)
 HANDLES = "@handles"
 LIVE = {"deleted": {"$ne": True}}
-# A pointer is a non-empty string `atproto.rkey` (the test of ``_mood_from_doc``).
-HAS_POINTER = {"atproto.rkey": {"$gt": ""}}
+# A pointer is a non-empty string `atproto.rkey` (the test of ``_mood_from_doc``). `$gt` with a
+# string compares only strings; the `$exists: true` in it is the runbook's partial index filter,
+# so a query carrying it literally can use that index.
+HAS_POINTER = {"atproto.rkey": {"$exists": True, "$gt": ""}}
 NO_POINTER = {"atproto.rkey": {"$not": {"$gt": ""}}}
 MOOD_FIELDS = {"mood": 1, "when": 1, "deleted": 1, "atproto": 1, "user": 1}
 
