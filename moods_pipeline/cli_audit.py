@@ -188,7 +188,7 @@ def run_repair(instance, settings, syncable: list, without_account: list, *, app
     The runs name users by sub, so a DID that is malformed, not a string or held by several
     users fails that user alone (with the reason) instead of the run it is in."""
     from moods_pipeline import progress
-    from moods_pipeline.assets.repair import partition_key_problem
+    from moods_pipeline.refusal import partition_key_problem
     from moods_pipeline.audit_store import AuditStore
     from moods_pipeline.partitions import USERS_PARTITION
     from moods_pipeline.sync import repair as engine

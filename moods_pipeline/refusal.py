@@ -22,8 +22,10 @@ from moods_pipeline.sync.model import UserAccount
 INVALID_PARTITION_SUBSTRINGS = ("...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0")
 
 
-def partition_key_problem(did: str) -> str | None:
+def partition_key_problem(did: object) -> str | None:
     """Why this DID cannot be a Dagster partition key, or None."""
+    if not isinstance(did, str) or not did:
+        return f"users.atproto.did is not a non-empty string ({type(did).__name__}): it cannot be a partition key"
     found = [s for s in INVALID_PARTITION_SUBSTRINGS if s in did]
     if not found:
         return None

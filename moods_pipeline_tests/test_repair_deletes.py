@@ -493,7 +493,7 @@ def test_one_bad_did_fails_its_user_alone(
 
 
 def test_partition_keys_dagster_refuses_are_recognized():
-    from moods_pipeline.assets.repair import partition_key_problem
+    from moods_pipeline.refusal import partition_key_problem
 
     assert partition_key_problem("did:plc:abc...def") and partition_key_problem("did:plc:a\nb")
     assert partition_key_problem(12345) and partition_key_problem("")

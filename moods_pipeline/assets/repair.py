@@ -29,7 +29,7 @@ tag, so with deploy/dagster.yaml a repair never writes to the PDS beside a backf
 """
 # No `from __future__ import annotations`: Dagster reads the config and resource annotations.
 
-from typing import List, Optional
+from typing import List
 
 import dagster as dg
 
@@ -39,30 +39,13 @@ from moods_pipeline.audit_store import AuditStore
 from moods_pipeline.deletion_journal import DeletionJournal
 from moods_pipeline.mongo_store import SelectorError
 from moods_pipeline.partitions import USERS_PARTITION
+from moods_pipeline.refusal import partition_key_problem
 from moods_pipeline.resources import MongoResource, PdsResource, PipelineSettingsResource
 from moods_pipeline.sync import repair as engine
 from moods_pipeline.sync.repair_plan import ACTIONS
 
 MAX_PLAN_ROWS = 200  # plan rows in metadata; the run's jsonl file has them all
 MAX_KEPT_ROWS = 200  # kept deletes in metadata; the run's jsonl file has them all
-
-# What Dagster refuses in a partition key: "..." (its UI's range syntax) and characters the UI
-# cannot show (dagster's INVALID_PARTITION_SUBSTRINGS).
-try:
-    from dagster._core.definitions.partitions.utils.base import INVALID_PARTITION_SUBSTRINGS
-except ImportError:  # pragma: no cover - moved in another Dagster version
-    INVALID_PARTITION_SUBSTRINGS = ["...", "\a", "\b", "\f", "\n", "\r", "\t", "\v", "\0"]
-
-
-def partition_key_problem(key: object) -> Optional[str]:
-    """Why ``key`` cannot be a users partition key, or None."""
-    if not isinstance(key, str) or not key:
-        return f"not a non-empty string ({type(key).__name__})"
-    found = [repr(bad) for bad in INVALID_PARTITION_SUBSTRINGS if bad in key]
-    if found:
-        return f"contains {', '.join(found)}, which Dagster forbids in partition keys"
-    return None
-
 
 class RepairConfig(dg.Config):
     users: List[str] = []
@@ -157,7 +140,7 @@ def repair_moods(
                 audits.save_latest(after, run_id)
                 problem = partition_key_problem(after.user.did)
                 if problem:
-                    context.log.warning(f"{outcome.label}: no mood_audit materialization: its DID {problem}")
+                    context.log.warning(f"{outcome.label}: no mood_audit materialization: {problem}")
                 else:
                     events[outcome.sub] = audit_event(
                         after, dg.AssetKey("mood_audit"),
