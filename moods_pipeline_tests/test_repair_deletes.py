@@ -35,7 +35,7 @@ from moods_pipeline_tests.test_audit import (  # noqa: F401 - fixtures
     session_for,
 )
 from moods_pipeline_tests.test_repair import FAST, FlakySession, check_invariant
-from moods_pipeline_tests.world import BASE_WHEN, add_user, repo_snapshot
+from moods_pipeline_tests.world import BASE_WHEN, add_user, records_by_mood_id, repo_snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -50,11 +50,7 @@ def must_survive(store, pds, users) -> set[tuple[str, str]]:
     the reconciler)."""
     found = set()
     for user in users:
-        records = repo_snapshot(pds, user.did)
-        carrying: dict[str, list[str]] = {}
-        for rkey, value in records.items():
-            ref = value.get("ref") or value.get("mongoId")
-            carrying.setdefault(ref, []).append(rkey)
+        carrying = records_by_mood_id(repo_snapshot(pds, user.did))
         for mood in store.moods_of(user.sub):
             own = sorted(carrying.get(mood.id, []))
             if mood.live and own:

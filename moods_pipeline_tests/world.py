@@ -91,16 +91,21 @@ def repo_snapshot(pds: PdsClient, did: str) -> dict[str, dict]:
     return {r.rkey: r.value for r in pds.list_records(did, MOOD_COLLECTION)}
 
 
+def records_by_mood_id(records: dict[str, dict]) -> dict[str | None, list[str]]:
+    """The rkeys of a repo snapshot grouped by the mood id they carry (``ref``, or legacy ``mongoId``)."""
+    carrying: dict[str | None, list[str]] = {}
+    for rkey, value in records.items():
+        carrying.setdefault(value.get("ref") or value.get("mongoId"), []).append(rkey)
+    return carrying
+
+
 def check_invariant(store: MongoStore, pds: PdsClient, users: list[WorldUser]) -> int:
     """CONTRACT.md's invariant for these users: every valid live mood has exactly one record
     carrying its id, with its content, and Mongo's pointer names it. Returns the moods checked."""
     checked = 0
     for user in users:
         records = repo_snapshot(pds, user.did)
-        carrying: dict[str, list[str]] = {}
-        for rkey, value in records.items():
-            ref = value.get("ref") or value.get("mongoId")
-            carrying.setdefault(ref, []).append(rkey)
+        carrying = records_by_mood_id(records)
         for mood in store.moods_of(user.sub):
             built = build_record(mood)
             if not mood.live or isinstance(built, Invalid):

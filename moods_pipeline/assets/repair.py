@@ -63,28 +63,24 @@ class RepairConfig(dg.Config):
     """Also rewrite records that carry the legacy mongoId instead of ref."""
 
 
-def _kept_table(outcomes: list) -> dg.TableMetadataValue:
-    rows = [
-        dg.TableRecord({"user": o.label, "action": action, "rkey": rkey, "why": why})
-        for o in outcomes
-        for action, rkey, why in o.kept
-    ][:MAX_KEPT_ROWS]
+def _string_table(rows: list[dict], columns: tuple[str, ...], limit: int) -> dg.TableMetadataValue:
+    """A metadata table of string columns, at most ``limit`` rows (the run's files have them all)."""
     return dg.MetadataValue.table(
-        records=rows,
-        schema=dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in ("user", "action", "rkey", "why")]),
+        records=[dg.TableRecord({c: row[c] or "" for c in columns}) for row in rows[:limit]],
+        schema=dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in columns]),
     )
+
+
+def _kept_table(outcomes: list) -> dg.TableMetadataValue:
+    rows = [{"user": o.label, "action": action, "rkey": rkey, "why": why}
+            for o in outcomes for action, rkey, why in o.kept]
+    return _string_table(rows, ("user", "action", "rkey", "why"), MAX_KEPT_ROWS)
 
 
 def _plan_table(outcomes: list) -> dg.TableMetadataValue:
-    rows = [
-        dg.TableRecord({"user": o.label, "action": action, "mood_id": mood_id or "", "rkey": rkey or ""})
-        for o in outcomes
-        for action, mood_id, rkey in o.plan_rows
-    ][:MAX_PLAN_ROWS]
-    return dg.MetadataValue.table(
-        records=rows,
-        schema=dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in ("user", "action", "mood_id", "rkey")]),
-    )
+    rows = [{"user": o.label, "action": action, "mood_id": mood_id, "rkey": rkey}
+            for o in outcomes for action, mood_id, rkey in o.plan_rows]
+    return _string_table(rows, ("user", "action", "mood_id", "rkey"), MAX_PLAN_ROWS)
 
 
 PDS_WRITER_POOL = "moods_pds_writer"  # deploy/dagster.yaml: one PDS-writing step at a time
