@@ -457,8 +457,10 @@ def test_live_delete_keeps_a_record_that_became_a_live_moods_record(
     # Everything must survive but the nuked mood's record, and that one too once Mongo changed.
     was, now = before[account.did], after[account.did]
     must_survive = was.rkeys - ({target_rkey} if change == "none" else set())
-    reliability_record(f"live delete, mood {change} between listing and delete",
-                       "delete_mood of a nuked mood; Mongo changed after the repo was listed",
+    reliability_record("live delete, Mongo unchanged between listing and delete" if change == "none"
+                       else f"live delete, mood {change} between listing and delete",
+                       "delete_mood of a nuked mood" + ("" if change == "none" else
+                                                        "; Mongo changed after the repo was listed"),
                        len(must_survive) + int(was.exists),
                        len(must_survive - (now.rkeys or set())) + int(was.exists and not now.exists),
                        duplicated(before, after),
