@@ -9,7 +9,7 @@ Shared by the benches (``bench/backfill.py``, ``bench/audit.py``)::
         seeded = stack.seed(data, db_name="rep1", label_suffix="-r1")
         stack.mongo_uri, stack.pds_url, stack.admin_password   # Secret: never printed
         stack.pds_cpu_seconds()                                 # utime+stime of the PDS process
-        stack.env(db_name="rep1", state_dir=..., dagster_home=...)  # CONTRACT.md variables
+        stack.env(db_name="rep1", state_dir=..., dagster_home=...)  # docs/interface.md variables
 
 Everything lives under one temp dir (removed on stop unless ``keep=True``); every server listens
 on 127.0.0.1 only, and the child processes die with the thread that started them. The PDS runs
@@ -188,7 +188,7 @@ class BenchStack:
         return self.client[name]
 
     def env(self, db_name: str, *, state_dir: Path | None = None, dagster_home: Path | None = None) -> dict[str, str]:
-        """CONTRACT.md's variables pointing at this stack (for a child process's environment).
+        """docs/interface.md's variables pointing at this stack (for a child process's environment).
 
         Contains the admin password: pass it to a child's ``env=``, never print it.
         """
@@ -212,7 +212,7 @@ class BenchStack:
         ``label_suffix`` (up to 8 of ``[a-z0-9-]``) keeps the handles of this seeding apart from
         earlier ones on the same PDS, so every seeding gets accounts with empty repos.
         """
-        from moods_pipeline import demo_data
+        from moods_pipeline.devstack import demo_data
 
         if db_name in self.client.list_database_names():
             raise RuntimeError(f"database {db_name!r} exists already: a bench seeds fresh databases only")

@@ -1,4 +1,4 @@
-"""Audit benchmark (issue 4 §6): a bare script, the audit engine, and the audit as the CLI runs
+"""Audit benchmark: a bare script, the audit engine, and the audit as the CLI runs
 it, on one fresh local stack with production-shaped data, backfilled, with planted problems.
 
     .venv/bin/python -m bench.audit                  # demo_data's production scale, 3 repetitions
@@ -155,7 +155,7 @@ def plant_problems(store, pds, users, seed: int = 11) -> Counter:
     """Break some users on purpose; returns the problem rows planted, by status."""
     import random
 
-    from moods_pipeline.tid import tid_from_parts
+    from moods_pipeline.atproto.tid import tid_from_parts
 
     rng = random.Random(seed)
     planted: Counter = Counter()
@@ -255,7 +255,7 @@ def engine(store, pds, users, settings, read: str = "auto", concurrency: int = 8
 def definitions(settings):
     """The project's definitions with resources pointed at the benchmark's stack."""
     from moods_pipeline.definitions import build_definitions
-    from moods_pipeline.resources import MongoResource, PdsResource, PipelineSettingsResource
+    from moods_pipeline.defs.resources import MongoResource, PdsResource, PipelineSettingsResource
 
     resources = {
         "mongo": MongoResource(connection_string=settings.mongodb_connection_string.reveal(),
@@ -294,8 +294,7 @@ def pipeline(settings, syncable, without_account, work: Path, rep: int, storage:
 
     from dagster import DagsterInstance
 
-    from moods_pipeline.cli import run_job, run_job_over_partitions, quiet_run_config
-    from moods_pipeline.cli_audit import run_audit
+    from moods_pipeline.cli.audit import run_audit
 
     home = dagster_home(work, rep, storage, postgres)
     state = work / f"state_{rep}"
@@ -317,8 +316,8 @@ def dagster_floor(dids: list[str], work: Path, rep: int, storage: str, postgres:
     import dagster as dg
     from dagster import DagsterInstance
 
-    from moods_pipeline.cli import run_job_over_partitions
-    from moods_pipeline.partitions import PARTITIONS_PER_RUN, users_partitions
+    from moods_pipeline.cli.common import run_job_over_partitions
+    from moods_pipeline.defs.partitions import PARTITIONS_PER_RUN, users_partitions
 
     @dg.asset(name="mood_audit", partitions_def=users_partitions,
               backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=PARTITIONS_PER_RUN),
@@ -359,11 +358,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     logging.getLogger("moods_pipeline").setLevel(logging.ERROR)  # expected per-user noise (odd cases)
 
-    from moods_pipeline import demo_data
-    from moods_pipeline.mongo_store import MongoStore, connect
-    from moods_pipeline.pds.xrpc import PdsClient
+    from moods_pipeline.atproto.client import PdsClient
+    from moods_pipeline.devstack import demo_data
     from moods_pipeline.secret import Secret
     from moods_pipeline.settings import Settings
+    from moods_pipeline.storage.mongo import MongoStore, connect
     from moods_pipeline.sync.backfill import backfill_users
 
     work = Path(tempfile.mkdtemp(prefix="moods-bench-audit-"))

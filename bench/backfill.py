@@ -15,12 +15,12 @@ measured phase, so seeding never overlaps a measurement):
   moods of its own small data set (the same per-mood cost whatever the data).
 - ``minimal``: the smallest correct script, in this process, plain httpx + pymongo: users in
   order, one login per user (only if something is to be written), ``applyWrites`` batches of at
-  most 200 creates (and 100 kB), deterministic rkeys (CONTRACT.md), then one ``bulk_write`` of
+  most 200 creates (and 100 kB), deterministic rkeys (docs/interface.md), then one ``bulk_write`` of
   pointers per batch. Idempotent through the pointers; no repo read, no retries, no Dagster.
 - ``pipeline``: this project end to end as the CLI runs it (``moods-pipeline backfill --all
-  --json``: all partitions through Dagster via ``cli.run_job_over_partitions`` plus the summary
+  --json``: all partitions through Dagster via ``run_job_over_partitions`` plus the summary
   job) in a separate process with a temp ``DAGSTER_HOME`` and ``MOODS_STATE_DIR``, pointed at
-  the bench stack by CONTRACT.md's variables. The child registers a pymongo ``CommandListener``
+  the bench stack by docs/interface.md's variables. The child registers a pymongo ``CommandListener``
   (bench instrumentation only) and times the job runs.
 
 Minimal and pipeline repetitions run in ABBA order (m p p m m p ...) so that drift on a noisy
@@ -123,7 +123,7 @@ def _tid(micros: int, clock_id: int) -> str:
 
 
 def _rkeys(moods: list[tuple[str, int]]) -> dict[str, str]:
-    """CONTRACT.md record keys: (ObjectId hex, when ms) -> TID; collisions take the next microsecond."""
+    """docs/interface.md record keys: (ObjectId hex, when ms) -> TID; collisions take the next microsecond."""
     taken: set[tuple[int, int]] = set()
     out = {}
     for hex_id, when_ms in sorted(moods):
@@ -137,7 +137,7 @@ def _rkeys(moods: list[tuple[str, int]]) -> dict[str, str]:
 
 
 def _record(doc: dict) -> tuple[dict, int] | None:
-    """(lexicon record, when ms) of a valid mood document, None for an invalid one (CONTRACT.md)."""
+    """(lexicon record, when ms) of a valid mood document, None for an invalid one (docs/interface.md)."""
     text, when = doc.get("mood"), doc.get("when")
     if not isinstance(text, str) or not isinstance(when, datetime):
         return None
@@ -317,9 +317,10 @@ def pipeline_child() -> int:
     timer = MongoCommandTimer(active=True)
     monitoring.register(timer)  # before any MongoClient exists
     from moods_pipeline import cli
+    from moods_pipeline.cli import backfill as backfill_command  # where the command looks the runners up
 
     timings = {"backfill_job_s": 0.0, "summary_job_s": 0.0}
-    real_over_partitions, real_run_job = cli.run_job_over_partitions, cli.run_job
+    real_over_partitions, real_run_job = backfill_command.run_job_over_partitions, backfill_command.run_job
 
     def timed_over_partitions(*args, **kwargs):
         t0 = time.perf_counter()
@@ -335,7 +336,7 @@ def pipeline_child() -> int:
         finally:
             timings["summary_job_s"] += time.perf_counter() - t0
 
-    cli.run_job_over_partitions, cli.run_job = timed_over_partitions, timed_run_job
+    backfill_command.run_job_over_partitions, backfill_command.run_job = timed_over_partitions, timed_run_job
     rc = cli.main(["backfill", "--all", "--json"])
     sys.stdout.flush()
     stats = {"rc": rc, "total_s": round(time.perf_counter() - started, 3),
@@ -398,8 +399,8 @@ def run_in_process(stack, timer: MongoCommandTimer, work) -> dict:
 
 def expected_records(data) -> dict[str, int]:
     """sub -> the number of records a backfill must leave (valid live moods of syncable users)."""
-    from moods_pipeline.mood_record import Invalid, build_record
-    from moods_pipeline.sync.model import Mood
+    from moods_pipeline.model import Mood
+    from moods_pipeline.sync.mood_record import Invalid, build_record
 
     syncable = {u.sub for u in data.users if u.syncable}
     counts = {sub: 0 for sub in syncable}
@@ -516,7 +517,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def generate(args):
-    from moods_pipeline import demo_data
+    from moods_pipeline.devstack import demo_data
 
     if args.scale == "production":
         # users without moods are never partitions; leaving them out only saves account creation
@@ -532,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import warnings
 
-    from moods_pipeline import demo_data
+    from moods_pipeline.devstack import demo_data
 
     warnings.filterwarnings("ignore")
     from bench._stack import BenchStack

@@ -15,9 +15,9 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 
-from moods_pipeline.sync.model import Mood, PdsRecord, UserAccount, iso_when
+from moods_pipeline.atproto.tid import tid_from_parts
+from moods_pipeline.model import Mood, PdsRecord, UserAccount, iso_when
 from moods_pipeline.sync.reconcile import reconcile
-from moods_pipeline.tid import tid_from_parts
 
 USER = UserAccount(sub="auth0|bench", did="did:plc:bench", handle="bench")
 T0 = datetime(2025, 10, 9, 19, 0, 28, 821000, tzinfo=timezone.utc)

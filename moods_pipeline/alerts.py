@@ -2,9 +2,9 @@
 
 Plain Python: the rules look at numbers the Dagster layer already records (asset metadata, check
 evaluations, run failures) and return :class:`Alert` objects; :class:`Notifier` hands them to its
-sinks. ``moods_pipeline.sensors_ops`` is the Dagster side that feeds them.
+sinks. ``moods_pipeline.defs.alerts.sensors`` is the Dagster side that feeds them.
 
-Rules and their thresholds (CONTRACT.md settings):
+Rules and their thresholds (docs/interface.md settings):
 
 ==================  ===================================================  ===============================
 rule                fires when                                           threshold
@@ -25,7 +25,7 @@ Sinks: the log (always; logger ``moods_pipeline.alerts``, WARNING) and, when
 ``text`` field). The webhook gets a bounded timeout; a webhook that fails is logged and never
 raised, so an alerting outage cannot break a sensor tick or a run.
 
-Privacy (CONTRACT.md): alerts carry ids, DIDs, handles, counts, rates, check and job names, and
+Privacy (docs/interface.md): alerts carry ids, DIDs, handles, counts, rates, check and job names, and
 reasons; never mood text, passwords or tokens. Free text that reaches an alert (a run's failure
 message, a check description) goes through :func:`redact` and is cut to a bounded length. The
 webhook URL itself is a secret (Slack-style URLs embed a token): it is never logged; log lines
@@ -80,7 +80,7 @@ def redact(text: str | None, limit: int = MAX_TEXT, secrets: Iterable[Secret | s
     Removes the user:password part of URLs (``mongodb://user:pw@host`` -> ``mongodb://***@host``),
     Bearer/Basic credentials, JWTs, ``password=...``-style pairs, and any of ``secrets`` given.
     It cannot recognise mood text: callers pass only text that never holds it (reasons, errors
-    and failure messages of this project, which CONTRACT.md keeps free of mood text).
+    and failure messages of this project, which docs/interface.md keeps free of mood text).
     """
     if not text:
         return ""

@@ -6,19 +6,19 @@ import os
 
 import dagster as dg
 
-from moods_pipeline.assets.audit import audit_job, audit_summary, audit_summary_job, mood_audit
-from moods_pipeline.assets.backfill import backfill_summary, mood_backfill
-from moods_pipeline.assets.erase import erase_job
-from moods_pipeline.assets.latency import sync_latency, sync_latency_job
-from moods_pipeline.assets.lexicons import publish_lexicons_job
-from moods_pipeline.assets.repair import mood_repair_job
-from moods_pipeline.checks import everyone_in_step
-from moods_pipeline.jobs import backfill_job, backfill_summary_job
-from moods_pipeline.resources import MongoResource, PdsResource, PipelineSettingsResource
-from moods_pipeline.schedules import nightly_audit_schedule, nightly_audit_summary_schedule
-from moods_pipeline.sensors import users_partition_sensor
-from moods_pipeline.sensors_ops import ops_sensors
-from moods_pipeline.sensors_live import catchup_sensor, catchup_sync_job, firehose_sensor
+from moods_pipeline.defs.alerts.sensors import ops_sensors
+from moods_pipeline.defs.audit.assets import audit_job, audit_summary, audit_summary_job, mood_audit
+from moods_pipeline.defs.audit.checks import everyone_in_step
+from moods_pipeline.defs.audit.schedules import nightly_audit_schedule, nightly_audit_summary_schedule
+from moods_pipeline.defs.backfill.assets import backfill_summary, mood_backfill
+from moods_pipeline.defs.backfill.jobs import backfill_job, backfill_summary_job
+from moods_pipeline.defs.backfill.sensors import users_partition_sensor
+from moods_pipeline.defs.erase.jobs import erase_job
+from moods_pipeline.defs.lexicons.jobs import publish_lexicons_job
+from moods_pipeline.defs.live.assets import sync_latency, sync_latency_job
+from moods_pipeline.defs.live.sensors import catchup_sensor, catchup_sync_job, firehose_sensor
+from moods_pipeline.defs.repair.jobs import mood_repair_job
+from moods_pipeline.defs.resources import MongoResource, PdsResource, PipelineSettingsResource
 
 
 def _env(name: str):

@@ -1,4 +1,4 @@
-"""The settings of CONTRACT.md, read from the environment, with the local stack as the default.
+"""The settings of docs/interface.md, read from the environment, with the local stack as the default.
 
 Every other module takes a ``Settings`` (or the Dagster resources built from the same
 variables); nothing else reads ``os.environ`` for these names.
@@ -76,7 +76,7 @@ _ROLLOUT_RE = re.compile(r"^(all|off|\d{1,3}%|@[^,\s]+(,@[^,\s]+)*)$")
 def load_settings(
     env: Mapping[str, str] | None = None, stack_dir: Path = STACK_DIR, connections: bool = True
 ) -> Settings:
-    """Read CONTRACT.md's variables; fall back to the running local stack for connection facts.
+    """Read docs/interface.md's variables; fall back to the running local stack for connection facts.
 
     With ``connections=False`` a missing MongoDB or PDS location is left empty instead of
     being an error (for callers that are handed their clients some other way).

@@ -1,6 +1,6 @@
 """Shared fixtures: the local stack, started lazily and once per session, and test settings.
 
-Tests never see the production settings: the variables of CONTRACT.md (``MONGODB_*``,
+Tests never see the production settings: the variables of docs/interface.md (``MONGODB_*``,
 ``PDS_*``, ``MOODS_*`` except ``MOODS_TEST_MONGODB_URI``, ``DAGSTER_HOME``) are removed from
 ``os.environ`` before any test module is imported. Settings for a test come from the
 ``test_settings`` fixture, built from the test's own servers.
@@ -245,7 +245,7 @@ def dagster_instance(tmp_path: Path):
 @pytest.fixture
 def pds(local_pds):
     """A PdsClient on the test PDS (closed afterwards)."""
-    from moods_pipeline.pds.xrpc import PdsClient
+    from moods_pipeline.atproto.client import PdsClient
 
     client = PdsClient(local_pds.url)
     yield client
@@ -264,7 +264,7 @@ def store(test_settings):
 
 @pytest.fixture
 def cli_env(test_settings, tmp_path: Path, monkeypatch):
-    """CONTRACT.md's variables pointing at the test stack, as an operator would export them, and
+    """docs/interface.md's variables pointing at the test stack, as an operator would export them, and
     a fresh DAGSTER_HOME; returns the settings."""
     monkeypatch.setenv("MONGODB_CONNECTION_STRING", test_settings.mongodb_connection_string.reveal())
     monkeypatch.setenv("MONGODB_NAME", test_settings.mongodb_name)

@@ -10,7 +10,7 @@ The variable is read when this module is imported: the suite's conftest hides ev
 ``MOODS_*`` variable from tests, so load this module as a plugin before the conftest
 (``pytest -p moods_pipeline_tests.reliability``), which is what the bench script does.
 
-:func:`tally` counts, for some users, what the invariant of CONTRACT.md is about: valid live
+:func:`tally` counts, for some users, what the invariant of docs/interface.md is about: valid live
 moods at stake, moods without a record (lost), extra records (duplicated), records carrying an
 id that is no mood of the repo's user (leaked) and pointers not naming the mood's record.
 """
@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from moods_pipeline import MOOD_COLLECTION
-from moods_pipeline.mood_record import Invalid, build_record
+from moods_pipeline.sync.mood_record import Invalid, build_record
 
 ENV = "MOODS_RELIABILITY_OUT"
 _OUT = os.environ.get(ENV) or None

@@ -22,8 +22,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-import re
 import pickle
+import re
 import subprocess
 import threading
 from dataclasses import dataclass
@@ -31,21 +31,20 @@ from pathlib import Path
 
 import httpx
 import pytest
+from bson import ObjectId
 from hypothesis import HealthCheck, given, settings
 
-from bson import ObjectId
-
 from moods_pipeline import MOOD_COLLECTION
-from moods_pipeline.deletion_journal import DeletionJournal
-from moods_pipeline.pds.xrpc import LoginFailed, PdsClient, PdsError
+from moods_pipeline.atproto.client import LoginFailed, PdsClient, PdsError
 from moods_pipeline.secret import Secret
+from moods_pipeline.storage.journal import DeletionJournal
 from moods_pipeline.sync.backfill import sync_user
 from moods_pipeline.sync.live import LiveSync
 from moods_pipeline.sync.planner import plan_user
 from moods_pipeline.sync.repair_plan import plan_repair
 from moods_pipeline.sync.writer import BatchWriter, WriteOptions
 from moods_pipeline_tests.support.fault_proxy import FaultProxy
-from moods_pipeline_tests.test_repair_plan import USER, scenarios
+from moods_pipeline_tests.sync.test_repair_plan import USER, scenarios
 from moods_pipeline_tests.world import BASE_WHEN, add_user, repo_snapshot
 
 pytestmark = pytest.mark.timeout(120)  # every test bounded

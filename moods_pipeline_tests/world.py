@@ -1,5 +1,5 @@
 """Building blocks for integration tests: production-shaped users and moods on the real stack,
-the Dagster resources pointed at it, and the invariant of CONTRACT.md as one check."""
+the Dagster resources pointed at it, and the invariant of docs/interface.md as one check."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from datetime import datetime, timedelta, timezone
 from bson import ObjectId
 
 from moods_pipeline import MOOD_COLLECTION
+from moods_pipeline.atproto.client import PdsClient
 from moods_pipeline.definitions import build_definitions
-from moods_pipeline.mongo_store import MongoStore, connect
-from moods_pipeline.mood_record import Invalid, build_record
-from moods_pipeline.pds.xrpc import PdsClient
-from moods_pipeline.resources import MongoResource, PdsResource, PipelineSettingsResource
+from moods_pipeline.defs.resources import MongoResource, PdsResource, PipelineSettingsResource
 from moods_pipeline.settings import Settings
+from moods_pipeline.storage.mongo import MongoStore, connect
+from moods_pipeline.sync.mood_record import Invalid, build_record
 
 _subs = itertools.count(1)
 BASE_WHEN = datetime(2024, 3, 1, 12, 0, 0, 123000, tzinfo=timezone.utc)
@@ -100,7 +100,7 @@ def records_by_mood_id(records: dict[str, dict]) -> dict[str | None, list[str]]:
 
 
 def check_invariant(store: MongoStore, pds: PdsClient, users: list[WorldUser]) -> int:
-    """CONTRACT.md's invariant for these users: every valid live mood has exactly one record
+    """docs/interface.md's invariant for these users: every valid live mood has exactly one record
     carrying its id, with its content, and Mongo's pointer names it. Returns the moods checked."""
     checked = 0
     for user in users:

@@ -18,7 +18,7 @@ The processes run in their own sessions, so they outlive the command that starte
 running are reported, not started twice; stale pid files are removed.
 
 The functions return data; the CLI prints. ``StackUp.export_lines`` are the shell ``export``
-lines of CONTRACT.md's settings, secrets as ``"$(cat FILE)"``, never their values.
+lines of docs/interface.md's settings, secrets as ``"$(cat FILE)"``, never their values.
 """
 
 from __future__ import annotations
@@ -409,7 +409,7 @@ def _ensure_lexicon_account(paths: StackPaths, config: dict, pds_url: str, admin
 
 
 def export_lines(paths: StackPaths, stack: dict) -> list[str]:
-    """CONTRACT.md's settings as shell ``export`` lines; secrets as ``"$(cat FILE)"``."""
+    """docs/interface.md's settings as shell ``export`` lines; secrets as ``"$(cat FILE)"``."""
     q = shlex.quote
     lines = [
         f"export MONGODB_CONNECTION_STRING={q(stack['mongodb_uri'])}",

@@ -3,7 +3,7 @@
 Plain Python (no Dagster): the ``mood_audit`` asset, the CLI (through the asset) and the
 benchmark all call :func:`audit_users`. Per user it reads Mongo's moods (nuked included) and
 the repo's ``computer.aesthetic.mood`` records, and reconciles them with
-``sync.reconcile.reconcile`` (CONTRACT.md's statuses). Reading needs no login.
+``sync.reconcile.reconcile`` (docs/interface.md's statuses). Reading needs no login.
 
 A repo that cannot be read (unknown DID, deactivated or taken-down account, PDS unreachable)
 makes the user **unreadable** with the reason: such a user gets no reconciliation rows, never a
@@ -48,9 +48,9 @@ from typing import Callable, Iterable
 import pandas as pd
 
 from moods_pipeline import MOOD_COLLECTION
-from moods_pipeline.mood_record import Invalid, build_record
-from moods_pipeline.pds.xrpc import LoginFailed, PdsError, PdsUnavailable
-from moods_pipeline.sync.model import Mood, PdsRecord, UserAccount
+from moods_pipeline.atproto.client import LoginFailed, PdsError, PdsUnavailable
+from moods_pipeline.model import Mood, PdsRecord, UserAccount
+from moods_pipeline.sync.mood_record import Invalid, build_record
 from moods_pipeline.sync.reconcile import (
     COLUMNS,
     INVALID,
@@ -443,7 +443,7 @@ def sync_rate_pct(ok: int, valid_live: int) -> float:
 
 
 def totals(summaries: Iterable[dict]) -> dict:
-    """CONTRACT.md's audit JSON object from per-user summaries (``UserAudit.summary()``).
+    """docs/interface.md's audit JSON object from per-user summaries (``UserAudit.summary()``).
 
     ``users_audited``: users with an account that were audited (unreadable ones included);
     ``users_unreadable``; ``moods_live``: live moods of those users (an unreadable user's counted
@@ -513,11 +513,11 @@ class UserIndex:
 
 
 def mongo_user_index(store) -> UserIndex:
-    """``UserIndex`` of the store: CONTRACT.md's "syncable" (did and password set, at least one
+    """``UserIndex`` of the store: docs/interface.md's "syncable" (did and password set, at least one
     mood, as ``UserAccount.has_account``), the users with moods but no account, and the users
     refused for their DID, with the reasons ``MongoStore`` would give."""
-    from moods_pipeline.mongo_store import stored_did_problem
-    from moods_pipeline.refusal import partition_key_problem
+    from moods_pipeline.storage.mongo import stored_did_problem
+    from moods_pipeline.sync.refusal import partition_key_problem
 
     with_moods = store.subs_with_moods()
     facts = store.account_facts()
@@ -544,7 +544,7 @@ def mongo_user_index(store) -> UserIndex:
 def refused_user(user: UserAccount, reason: str, store) -> UserAudit:
     """The audit of a user whose stored account is refused (``refusal.py``): unreadable with the
     reason, its live moods counted from Mongo as not verified; no request to the PDS."""
-    from moods_pipeline.refusal import partition_key_problem
+    from moods_pipeline.sync.refusal import partition_key_problem
 
     unpartitionable = bool(user.did) and reason == partition_key_problem(user.did)
     prefix = "not audited" if unpartitionable else "credentials refused"

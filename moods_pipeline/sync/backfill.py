@@ -10,13 +10,12 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable
 
 from moods_pipeline import MOOD_COLLECTION
-from moods_pipeline.mood_record import Invalid, build_record
-from moods_pipeline.pds.xrpc import LoginFailed, PdsClient, PdsError
-from moods_pipeline.sync.model import Mood, PdsRecord, UserAccount
+from moods_pipeline.atproto.client import LoginFailed, PdsClient, PdsError
+from moods_pipeline.model import Mood, PdsRecord, UserAccount, UserOutcome
+from moods_pipeline.sync.mood_record import Invalid, build_record
 from moods_pipeline.sync.planner import plan_user
 from moods_pipeline.sync.reconcile import CONTENT_MISMATCH, DUPLICATE, analyze, content_problems
 from moods_pipeline.sync.writer import BatchWriter, WriteOptions
@@ -26,58 +25,6 @@ log = logging.getLogger(__name__)
 NO_ACCOUNT = "no PDS account (users.atproto lacks did or password)"
 
 
-@dataclass
-class UserOutcome:
-    """What happened to one user; what the per-user materialization's metadata shows."""
-
-    sub: str
-    did: str | None
-    handle: str | None
-    dry_run: bool = False
-    live: int = 0
-    created: int = 0
-    already_synced: int = 0
-    pointers_written: int = 0
-    recovered: int = 0
-    would_create: int = 0
-    would_write_pointers: int = 0
-    skipped_invalid: list[tuple[str, str]] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    duplicates: int = 0
-    orphans: int = 0
-    # Moods whose record exists but differs, and further records carrying a mood's id: the
-    # backfill never rewrites or deletes a record, so these wait for `moods-pipeline repair`.
-    needs_repair: int = 0
-    needs_repair_reasons: list[tuple[str, str]] = field(default_factory=list)  # (mood_id, reason)
-    batches: int = 0
-    error: str | None = None  # the user as a whole failed (login, unreadable repo, Mongo)
-    no_account: bool = False
-    seconds: float = 0.0
-
-    @property
-    def label(self) -> str:
-        return f"@{self.handle}" if self.handle else (self.did or self.sub)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None and not self.failed
-
-    @property
-    def records_per_second(self) -> float:
-        return self.created / self.seconds if self.seconds > 0 else 0.0
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["records_per_second"] = round(self.records_per_second, 2)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "UserOutcome":
-        data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        data["skipped_invalid"] = [tuple(x) for x in data.get("skipped_invalid", [])]
-        data["failed"] = [tuple(x) for x in data.get("failed", [])]
-        data["needs_repair_reasons"] = [tuple(x) for x in data.get("needs_repair_reasons", [])]
-        return cls(**data)
 
 
 def repair_needs(moods: list[Mood], records: list[PdsRecord], when_tolerance_ms: int = 1000) -> list[tuple[str, str]]:
@@ -204,7 +151,7 @@ def backfill_users(
 
 
 def summarize(outcomes: Iterable[UserOutcome], seconds: float | None = None, dry_run: bool = False) -> dict:
-    """The backfill JSON object of CONTRACT.md (plus a few extra keys)."""
+    """The backfill JSON object of docs/interface.md (plus a few extra keys)."""
     outcomes = list(outcomes)
     accounts = [o for o in outcomes if not o.no_account]
     summary = {

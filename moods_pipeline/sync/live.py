@@ -36,7 +36,7 @@ trouble, the PDS being down included: a live writer must never take the caller d
   pointers and ``users.atproto`` unset (the only operation here that writes to ``users``).
 - ``plan_erase``: the dry run of the two above, with the same refusals, writing nothing.
 
-Every delete (records or account) is journaled (``moods_pipeline.deletion_journal``): an
+Every delete (records or account) is journaled (``moods_pipeline.storage.journal``): an
 intent line before the request, a result line after. A ``LiveSync`` without a journal refuses
 to delete anything (the user or mood fails with "no deletion journal configured").
 
@@ -44,7 +44,7 @@ to delete anything (the user or mood fails with "no deletion journal configured"
 Writes log in with the stored DID and password and ``expected_did`` (a stored DID naming
 another account fails the login), once per user per ``LiveSync`` object. Logs carry ids,
 rkeys, DIDs and counts, never mood text or credentials. The rollout rule
-(``moods_pipeline.rollout``) is the caller's business: these functions do what they are asked.
+(``moods_pipeline.sync.rollout``) is the caller's business: these functions do what they are asked.
 See docs/runbook.md for the operator's side.
 """
 
@@ -61,13 +61,13 @@ from bson import ObjectId
 from bson.errors import InvalidId
 
 from moods_pipeline import MOOD_COLLECTION
-from moods_pipeline.deletion_journal import ACCOUNT, KEPT, RECORDS, DeletionJournal, DeletionTarget
-from moods_pipeline.deletion_journal import DELETED as JOURNAL_DELETED
-from moods_pipeline.deletion_journal import FAILED as JOURNAL_FAILED
-from moods_pipeline.mongo_store import SelectorError
-from moods_pipeline.pds.xrpc import MAX_APPLY_WRITES, LoginFailed, PdsAdmin, PdsClient, PdsError, PdsSession
+from moods_pipeline.atproto.client import MAX_APPLY_WRITES, LoginFailed, PdsAdmin, PdsClient, PdsError, PdsSession
+from moods_pipeline.model import Mood, UserAccount, did_problem
 from moods_pipeline.secret import Secret
-from moods_pipeline.sync.model import Mood, UserAccount, did_problem
+from moods_pipeline.storage.journal import ACCOUNT, KEPT, RECORDS, DeletionJournal, DeletionTarget
+from moods_pipeline.storage.journal import DELETED as JOURNAL_DELETED
+from moods_pipeline.storage.journal import FAILED as JOURNAL_FAILED
+from moods_pipeline.storage.mongo import SelectorError
 from moods_pipeline.sync.planner import plan_user
 from moods_pipeline.sync.writer import BatchWriter, WriteOptions
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from moods_pipeline.mood_record import Invalid, build_record, rkeys_for
-from moods_pipeline.sync.model import Mood, PdsRecord
-from moods_pipeline.tid import parse_tid, tid_from_parts
+from moods_pipeline.atproto.tid import parse_tid, tid_from_parts
+from moods_pipeline.model import Mood, PdsRecord
+from moods_pipeline.sync.mood_record import Invalid, build_record, rkeys_for
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The audit: CONTRACT.md's statuses for one user's moods and records, as a pandas DataFrame.
+"""The audit: docs/interface.md's statuses for one user's moods and records, as a pandas DataFrame.
 
 Pure: no I/O, no Dagster. ``reconcile`` compares what Mongo says (the user's moods, nuked ones
 included, each with its ``atproto.rkey`` pointer) with the records of ``computer.aesthetic.mood``
@@ -49,7 +49,7 @@ Rules for a mood row
 * live, ``build_record`` gives ``Invalid``: ``invalid`` with its reason (and its chosen
   record's rkey, if any). Not a problem; repair never touches the mood, its pointer or its
   chosen record (its further records are ``duplicate`` rows like any other).
-* live and valid, the issues (status = the first in CONTRACT.md's precedence
+* live and valid, the issues (status = the first in docs/interface.md's precedence
   ``invalid > missing_on_pds > stale_pointer > content_mismatch > pointer_missing >
   legacy_field > synced``):
 
@@ -88,8 +88,8 @@ from typing import Any, Iterable
 import pandas as pd
 
 from moods_pipeline import MOOD_COLLECTION
-from moods_pipeline.mood_record import Invalid, build_record
-from moods_pipeline.sync.model import Mood, PdsRecord, UserAccount
+from moods_pipeline.model import RECONCILIATION_COLUMNS, Mood, PdsRecord, UserAccount
+from moods_pipeline.sync.mood_record import Invalid, build_record
 
 # ---------------------------------------------------------------------------------------------
 # Names
@@ -124,21 +124,7 @@ MOOD_PRECEDENCE: tuple[str, ...] = STATUSES[:7]
 
 NUKE_POLICIES = ("keep", "delete")
 
-COLUMNS: tuple[str, ...] = (
-    "did",
-    "sub",
-    "handle",
-    "kind",
-    "mood_id",
-    "rkey",
-    "pointer",
-    "status",
-    "issues",
-    "problem",
-    "detail",
-    "mood_len",
-    "mood_hash",
-)
+COLUMNS = RECONCILIATION_COLUMNS
 
 _ALWAYS_PROBLEMS = frozenset({MISSING_ON_PDS, STALE_POINTER, CONTENT_MISMATCH, POINTER_MISSING, DUPLICATE, ORPHAN})
 

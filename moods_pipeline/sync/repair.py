@@ -56,11 +56,11 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable
 
 from moods_pipeline import MOOD_COLLECTION
-from moods_pipeline.deletion_journal import DELETED, FAILED, RECORDS, DeletionJournal, DeletionTarget
-from moods_pipeline.mood_record import Invalid, build_record
-from moods_pipeline.pds.xrpc import LoginFailed, PdsError
+from moods_pipeline.atproto.client import LoginFailed, PdsError
+from moods_pipeline.model import UserAccount
+from moods_pipeline.storage.journal import DELETED, FAILED, RECORDS, DeletionJournal, DeletionTarget
 from moods_pipeline.sync.audit import UserAudit, audit_user, read_records, unreadable_reason
-from moods_pipeline.sync.model import UserAccount
+from moods_pipeline.sync.mood_record import Invalid, build_record
 from moods_pipeline.sync.planner import free_rkeys
 from moods_pipeline.sync.reconcile import check_nuke_policy, reconcile
 from moods_pipeline.sync.repair_plan import (
@@ -649,7 +649,7 @@ def repair_users(
 
 
 def totals(summaries: Iterable[dict], dry_run: bool) -> dict:
-    """CONTRACT.md's repair JSON object (``planned``, ``applied``, ``dry_run``) from per-user
+    """docs/interface.md's repair JSON object (``planned``, ``applied``, ``dry_run``) from per-user
     summaries (``RepairOutcome.summary()``), plus: ``users``, ``users_failed`` (a user-wide
     error: unreadable repo, login, refused credentials), ``users_unreadable``,
     ``users_no_account``, ``failed`` (actions that failed), ``skipped``, ``kept`` (deletes the

@@ -47,9 +47,9 @@ from typing import ClassVar
 import pandas as pd
 
 from moods_pipeline import MOOD_COLLECTION
-from moods_pipeline.mood_record import Invalid, build_record, rkeys_for
+from moods_pipeline.model import Mood, PdsRecord, UserAccount
+from moods_pipeline.sync.mood_record import Invalid, build_record, rkeys_for
 from moods_pipeline.sync.planner import free_rkeys
-from moods_pipeline.sync.model import Mood, PdsRecord, UserAccount
 from moods_pipeline.sync.reconcile import (
     CONTENT_MISMATCH,
     DUPLICATE,

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, TypeVar
 
 from moods_pipeline import MOOD_COLLECTION
-from moods_pipeline.pds.xrpc import PdsError, PdsUnavailable, RateLimited, RequestTooLarge
+from moods_pipeline.atproto.client import PdsError, PdsUnavailable, RateLimited, RequestTooLarge
 from moods_pipeline.sync.planner import Create, free_rkeys
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,1 @@
+"""Alerts: the run-failure and health sensors."""

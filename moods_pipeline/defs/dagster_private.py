@@ -1,0 +1,14 @@
+"""The Dagster names this project needs that Dagster does not export publicly, in one place to
+check after a Dagster upgrade, each with why it is needed."""
+
+# A run over a range of partitions carries these two tags; Dagster's backfill daemon sets them
+# on the runs it launches. The command line (runs it launches in-process) and the nightly audit
+# schedule (its run requests) set them the same way, so their runs look like the UI's. Dagster
+# exports no public constant for them.
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+# The health sensor alerts on asset checks whose latest evaluation failed; the status of an
+# evaluation record is this enum, which is not exported publicly.
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+__all__ = ["ASSET_PARTITION_RANGE_END_TAG", "ASSET_PARTITION_RANGE_START_TAG", "AssetCheckExecutionRecordStatus"]

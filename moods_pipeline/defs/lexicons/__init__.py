@@ -1,0 +1,1 @@
+"""Lexicons: the job that publishes the project's lexicon documents."""
