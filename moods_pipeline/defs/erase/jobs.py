@@ -34,7 +34,12 @@ from pathlib import Path
 import dagster as dg
 
 from moods_pipeline import progress
-from moods_pipeline.defs.resources import MongoResource, PdsResource, PipelineSettingsResource
+from moods_pipeline.defs.partitions import PDS_WRITER_POOL, PDS_WRITER_TAGS
+from moods_pipeline.defs.resources import (
+    MongoResource,
+    PdsResource,
+    PipelineSettingsResource,
+)
 from moods_pipeline.storage.files import write_json_atomic
 from moods_pipeline.storage.journal import DeletionJournal
 from moods_pipeline.sync.live import FAILED, SKIPPED, EraseResult, LiveSync
@@ -106,7 +111,7 @@ def erase_metadata(summary: dict, results: list[EraseResult], path: Path) -> dic
     return metadata
 
 
-@dg.op(name="erase_users", tags={"kind": "atproto"})
+@dg.op(name="erase_users", tags={"kind": "atproto"}, pool=PDS_WRITER_POOL)
 def erase_users(
     context: dg.OpExecutionContext,
     config: EraseConfig,
@@ -165,7 +170,7 @@ def erase_users(
     return dg.Output(None, metadata=metadata)
 
 
-@dg.job(name="erase_job", executor_def=dg.in_process_executor)
+@dg.job(name="erase_job", executor_def=dg.in_process_executor, tags=PDS_WRITER_TAGS)
 def erase_job():
     """Erase users' mood records or whole PDS accounts (dry run unless apply), then verify."""
     erase_users()
