@@ -12,12 +12,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from moods_pipeline import MOOD_COLLECTION
-from moods_pipeline.atproto import lexicon, lexicon_publish
+from moods_pipeline.atproto import lexicon_publish
 from moods_pipeline.atproto.lexicon import (
     DEFAULT_LEXICON_DIR,
     Lexicon,
     LexiconError,
     check_lexicon,
+    count_graphemes,
     datetime_problem,
     default_lexicons,
     get_lexicon,
@@ -640,7 +641,7 @@ GRAPHEMES = [
 
 @pytest.mark.parametrize("text, count", GRAPHEMES)
 def test_grapheme_counts(text, count):
-    assert lexicon._count_graphemes(text) == count
+    assert count_graphemes(text) == count
 
 
 def test_graphemes_in_validation():
@@ -651,7 +652,7 @@ def test_graphemes_in_validation():
 
 
 def test_indic_conjuncts():
-    assert lexicon._count_graphemes("क्षि") == 1
+    assert count_graphemes("क्षि") == 1
 
 
 def test_lexicon_type_is_hashable_and_comparable():
