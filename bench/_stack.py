@@ -87,7 +87,7 @@ class Seeded:
     seconds: float
     accounts: int
     moods: int
-    report: Any  # demo_data.SeedReport
+    report: Any  # devstack.seed.SeedReport
 
 
 class BenchStack:
@@ -212,14 +212,14 @@ class BenchStack:
         ``label_suffix`` (up to 8 of ``[a-z0-9-]``) keeps the handles of this seeding apart from
         earlier ones on the same PDS, so every seeding gets accounts with empty repos.
         """
-        from moods_pipeline.devstack import demo_data
+        from moods_pipeline.devstack.seed import pds_account_creator, seed
 
         if db_name in self.client.list_database_names():
             raise RuntimeError(f"database {db_name!r} exists already: a bench seeds fresh databases only")
         started = time.monotonic()
-        with demo_data.http_account_creator(self.pds_url) as creator:
-            report = demo_data.seed(self.client[db_name], data, creator, concurrency=concurrency,
-                                    progress=progress, label_suffix=label_suffix)
+        with pds_account_creator(self.pds_url) as creator:
+            report = seed(self.client[db_name], data, creator, concurrency=concurrency,
+                          progress=progress, label_suffix=label_suffix)
         if not report.ok:
             raise RuntimeError(f"seeding {db_name}: {len(report.accounts_failed)} accounts failed, first: "
                                f"{report.accounts_failed[0][1]}")

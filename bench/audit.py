@@ -360,9 +360,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from moods_pipeline.atproto.client import PdsClient
     from moods_pipeline.devstack import demo_data
+    from moods_pipeline.devstack.seed import pds_account_creator, seed
     from moods_pipeline.secret import Secret
     from moods_pipeline.settings import Settings
-    from moods_pipeline.storage.mongo import MongoStore, connect
+    from moods_pipeline.storage.mongo import open_store
     from moods_pipeline.sync.backfill import backfill_users
 
     work = Path(tempfile.mkdtemp(prefix="moods-bench-audit-"))
@@ -378,13 +379,13 @@ def main(argv: list[str] | None = None) -> int:
         db_name = "bench_audit"
         t0 = time.monotonic()
         client = pymongo.MongoClient(stack.mongo.uri, tz_aware=True, datetime_conversion="DATETIME_AUTO")
-        with demo_data.http_account_creator(stack.pds.url) as creator:
-            report = demo_data.seed(client[db_name], data, creator, concurrency=8)
+        with pds_account_creator(stack.pds.url) as creator:
+            report = seed(client[db_name], data, creator, concurrency=8)
         say(f"seeded {report.accounts_created} accounts, {report.moods_written} moods in {time.monotonic() - t0:.1f}s")
         settings = Settings(mongodb_connection_string=Secret(stack.mongo.uri), mongodb_name=db_name,
                             pds_url=stack.pds.url, pds_admin_password=stack.pds.admin_password,
                             state_dir=work / "state")
-        store = MongoStore(connect(settings.mongodb_connection_string), db_name)
+        store = open_store(settings)
         pds = PdsClient(stack.pds.url)
         everyone = store.users_with_moods()
         syncable = [u for u in everyone if u.has_account]

@@ -36,7 +36,7 @@ def cmd_stack(args) -> int:
 
 
 def cmd_seed_demo(args) -> int:
-    from moods_pipeline.devstack import demo_data
+    from moods_pipeline.devstack import demo_data, seed
 
     settings = load_settings()
     store = open_store(settings)
@@ -51,10 +51,10 @@ def cmd_seed_demo(args) -> int:
             last[0] = now
             say(f"  {stage}: {done}/{total}")
 
-    with demo_data.http_account_creator(settings.pds_url) as creator:
+    with seed.pds_account_creator(settings.pds_url) as creator:
         try:
-            report = demo_data.seed(store.db, data, creator, progress=progress)
-        except demo_data.DemoDataExists as exc:
+            report = seed.seed(store.db, data, creator, progress=progress)
+        except seed.DemoDataExists as exc:
             say(str(exc))
             return EXIT_SOMETHING_LEFT
     summary = report.as_dict()
