@@ -1,4 +1,4 @@
-"""Reading a repo's records from a `com.atproto.sync.getRepo` CAR export.
+"""Reading a repo's records from a `com.atproto.sync.getRepo` CAR export (and a firehose commit's CAR).
 
 A repo export is a CAR v1 file: a header naming the signed commit, then (CID, block) sections.
 The commit's `data` is the root of the repo's Merkle Search Tree (MST), whose leaves map
@@ -8,11 +8,22 @@ records as :class:`~moods_pipeline.model.PdsRecord`, with values in the atproto 
 form that `com.atproto.repo.listRecords` returns (links as ``{"$link": cid}``, bytes as
 ``{"$bytes": base64}``), so both reads compare equal.
 
-Blocks are split out of the CAR here (so each record's raw bytes are at hand and every
-sha-256 block is checked against its CID) and decoded with ``libipld`` (the decoder behind
-``atproto_core``'s CAR and CBOR). ``libipld`` returns CID links and byte strings both as
-``bytes``; a record holding either is decoded again by the small strict DAG-CBOR reader
-below, which keeps them apart. Mood records hold neither.
+What the ``atproto`` SDK does here: :func:`load_car` parses the file with
+``atproto_core.car.CAR.from_bytes`` (``libipld.decode_car``: the CAR framing, the header and its
+roots, every CID, and the DAG-CBOR of every block, in one call), keys blocks by the SDK's ``CID``,
+and decoding errors of the SDK and ``libipld`` become :class:`CarError`.
+
+What is still ours, because the SDK (0.0.73, ``libipld`` 3.5) lacks it:
+
+- **Checking blocks against their CIDs.** ``CAR.from_bytes`` hands back decoded blocks only and
+  never hashes them, so a corrupted or tampered block decodes "fine". :func:`read_car` splits
+  the CAR into raw (CID, bytes) sections and checks every sha-256 block against its CID; it runs
+  when ``verify`` is on (the default), which reads the file twice (cheap next to the request).
+- **Links versus bytes.** ``libipld`` decodes a CID link (CBOR tag 42) and a byte string both as
+  ``bytes``, so the SDK cannot give the JSON form. Record values holding neither (mood records
+  hold neither) are taken as the SDK decoded them; a record holding ``bytes`` is read again from
+  its raw block by the small strict DAG-CBOR reader below, which keeps them apart.
+- **The MST walk.** The SDK has no repo-tree reader; :func:`iter_repo_entries` is ours.
 """
 
 from __future__ import annotations
@@ -23,12 +34,17 @@ import struct
 from typing import Any, Iterator
 
 import libipld
+from atproto_core.car import CAR
+from atproto_core.cbor import decode_dag
+from atproto_core.exceptions import AtProtocolError
 
 from moods_pipeline.atproto.repo import PdsRecord
 
 __all__ = [
     "CarError",
+    "LoadedCar",
     "cid_to_str",
+    "load_car",
     "read_car",
     "decode_record",
     "records_from_car",
@@ -36,14 +52,66 @@ __all__ = [
 ]
 
 _SHA256 = 0x12
-_DAG_CBOR = 0x71
+
+# What the SDK and libipld raise on input they cannot decode (libipld: ValueError, and
+# RecursionError for absurd nesting; the SDK: its AtProtocolError family).
+_DECODE_ERRORS = (ValueError, TypeError, RecursionError, AtProtocolError)
 
 
 class CarError(ValueError):
     """The CAR file (or a block in it) is malformed or incomplete."""
 
 
-# --- CAR v1 ------------------------------------------------------------------------------------
+# --- CAR v1: the SDK's decoding, plus our check of each block against its CID ---------------------
+
+
+class LoadedCar:
+    """A CAR file as the SDK decoded it, blocks keyed by CID string, raw bytes at hand on demand."""
+
+    def __init__(self, data: bytes, roots: list[str], values: dict[str, Any], raw: dict[str, bytes] | None) -> None:
+        self._data = data
+        self.roots = roots
+        self.values = values  # CID string -> decoded block (links and bytes both as ``bytes``)
+        self._raw = raw
+
+    def value(self, cid: str, what: str) -> Any:
+        """The decoded block ``cid``; ``what`` names it in the error if it is missing."""
+        try:
+            return self.values[cid]
+        except KeyError:
+            raise CarError(f"{what} block {cid} missing from the CAR") from None
+
+    def raw(self, cid: str) -> bytes:
+        if self._raw is None:  # only a record holding bytes or links needs them, and only unverified
+            _, blocks = read_car(self._data, verify=False)
+            self._raw = {cid_to_str(key): block for key, block in blocks.items()}
+        try:
+            return self._raw[cid]
+        except KeyError:
+            raise CarError(f"block {cid} missing from the CAR") from None
+
+    def record(self, cid: str, what: str = "record") -> dict:
+        """The record block ``cid`` in the JSON form listRecords gives."""
+        value = self.value(cid, what)
+        if _has_bytes(value):  # libipld cannot tell a link from bytes: read the raw block ourselves
+            return decode_record(self.raw(cid))
+        if not isinstance(value, dict):
+            raise CarError(f"{what} block {cid} holds a {type(value).__name__}, not a map")
+        return value
+
+
+def load_car(data: bytes, *, verify: bool = True) -> LoadedCar:
+    """Decode a CAR v1 file with the SDK; with ``verify``, check every sha-256 block against its CID."""
+    raw = None
+    if verify:  # before decoding, so a damaged block is reported as such, not as bad CBOR
+        _, blocks = read_car(data, verify=True)
+        raw = {cid_to_str(key): block for key, block in blocks.items()}
+    try:
+        car = CAR.from_bytes(data)
+    except _DECODE_ERRORS as exc:
+        raise CarError(f"bad CAR file: {exc}") from None
+    values = {str(cid): value for cid, value in car.blocks.items()}
+    return LoadedCar(data, [str(car.root)], values, raw)
 
 
 def _varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
@@ -81,14 +149,15 @@ def _cid_length(data: bytes | memoryview, pos: int) -> tuple[int, int, bytes]:
 def read_car(data: bytes, *, verify: bool = True) -> tuple[list[bytes], dict[bytes, bytes]]:
     """Split a CAR v1 file into its roots and a map binary CID -> raw block bytes.
 
-    With ``verify`` (the default), every sha-256 block is checked against its CID.
+    The SDK's ``CAR`` keeps no raw blocks, so this splitter is ours. With ``verify`` (the
+    default), every sha-256 block is checked against its CID.
     """
     view = memoryview(data)
     try:
         header_len, pos = _varint(view, 0)
-        header = libipld.decode_dag_cbor(bytes(view[pos : pos + header_len]))
-    except (ValueError, IndexError) as exc:
-        raise CarError(f"bad CAR header: {exc}") from None
+        header = decode_dag(bytes(view[pos : pos + header_len]))
+    except (*_DECODE_ERRORS, IndexError) as exc:
+        raise CarError(f"bad CAR header: {exc or type(exc).__name__}") from None
     pos += header_len
     if not isinstance(header, dict) or header.get("version") != 1:
         raise CarError("not a CAR v1 file")
@@ -114,7 +183,10 @@ def read_car(data: bytes, *, verify: bool = True) -> tuple[list[bytes], dict[byt
 
 def cid_to_str(cid: bytes) -> str:
     """A binary CID as its string form (base32 ``bafy...`` for CIDv1)."""
-    return libipld.encode_cid(cid)
+    try:
+        return libipld.encode_cid(cid)
+    except ValueError as exc:
+        raise CarError(f"bad CID: {exc}") from None
 
 
 # --- DAG-CBOR -> atproto JSON form --------------------------------------------------------------
@@ -131,11 +203,11 @@ def _has_bytes(value: Any) -> bool:
 
 
 def decode_record(block: bytes) -> dict:
-    """A record block as the JSON-like value listRecords would return."""
+    """A raw record block as the JSON-like value listRecords would return."""
     try:
-        value = libipld.decode_dag_cbor(block)
-    except ValueError as exc:
-        raise CarError(f"record block is not DAG-CBOR: {exc}") from None
+        value = decode_dag(block)  # the SDK's decoder; also rejects what is not strict DAG-CBOR
+    except _DECODE_ERRORS as exc:
+        raise CarError(f"record block is not DAG-CBOR: {exc.__cause__ or exc}") from None
     if _has_bytes(value):
         value, pos = _Reader(block).read(0)
         if pos != len(block):
@@ -217,26 +289,15 @@ class _Reader:
         raise CarError(f"bad CBOR major type {major}")
 
 
-# --- the repo's MST -----------------------------------------------------------------------------
+
+# --- the repo's MST (the SDK has no reader for it) -----------------------------------------------
 
 
-def _block(blocks: dict[bytes, bytes], cid: bytes, what: str) -> Any:
-    raw = blocks.get(cid)
-    if raw is None:
-        raise CarError(f"{what} block {cid_to_str(cid)} missing from the CAR")
-    try:
-        return libipld.decode_dag_cbor(raw)
-    except ValueError as exc:
-        raise CarError(f"{what} block {cid_to_str(cid)} is not DAG-CBOR: {exc}") from None
-
-
-def iter_repo_entries(
-    roots: list[bytes], blocks: dict[bytes, bytes], prefix: str = ""
-) -> Iterator[tuple[str, bytes]]:
+def iter_repo_entries(car: LoadedCar, prefix: str = "") -> Iterator[tuple[str, str]]:
     """(key, record CID) of the repo's MST leaves whose key starts with ``prefix``, in key order."""
-    if not roots:
+    if not car.roots:
         raise CarError("CAR has no root")
-    commit = _block(blocks, roots[0], "commit")
+    commit = car.value(car.roots[0], "commit")
     if not isinstance(commit, dict) or not isinstance(commit.get("data"), bytes):
         raise CarError("CAR root is not a repo commit")
     lo_bound = prefix.encode()
@@ -251,12 +312,13 @@ def iter_repo_entries(
     while stack:
         item = stack.pop()
         if item[0] == "leaf":
-            yield item[1], item[2]
+            yield item[1], cid_to_str(item[2])
             continue
         _, cid, lo, hi = item
-        node = _block(blocks, cid, "MST node")
+        cid_str = cid_to_str(cid)
+        node = car.value(cid_str, "MST node")
         if not isinstance(node, dict) or not isinstance(node.get("e"), list):
-            raise CarError(f"MST node {cid_to_str(cid)} is malformed")
+            raise CarError(f"MST node {cid_str} is malformed")
         entries = node["e"]
         keys: list[bytes] = []
         previous = b""
@@ -264,7 +326,7 @@ def iter_repo_entries(
             try:
                 key = previous[: entry["p"]] + entry["k"]
             except (KeyError, TypeError):
-                raise CarError(f"MST node {cid_to_str(cid)} has a malformed entry") from None
+                raise CarError(f"MST node {cid_str} has a malformed entry") from None
             keys.append(key)
             previous = key
         pending: list[tuple] = []
@@ -272,6 +334,8 @@ def iter_repo_entries(
             pending.append(("subtree", node["l"], lo, keys[0] if keys else hi))
         for index, entry in enumerate(entries):
             key = keys[index]
+            if not isinstance(entry.get("v"), bytes):
+                raise CarError(f"MST node {cid_str} has an entry without a value CID")
             pending.append(("leaf", key, entry["v"]))
             if entry.get("t") is not None:
                 nxt = keys[index + 1] if index + 1 < len(keys) else hi
@@ -283,18 +347,17 @@ def iter_repo_entries(
                     stack.append(("leaf", key.decode("ascii", "replace"), value))
             else:
                 sub, sub_lo, sub_hi = rest
+                if not isinstance(sub, bytes):
+                    raise CarError(f"MST node {cid_str} has a malformed subtree link")
                 if overlaps(sub_lo, sub_hi):
                     stack.append(("node", sub, sub_lo, sub_hi))
 
 
 def records_from_car(data: bytes, collection: str, *, verify: bool = True) -> list[PdsRecord]:
     """The records of ``collection`` in a getRepo CAR, in rkey order, valued as listRecords gives them."""
-    roots, blocks = read_car(data, verify=verify)
-    records: list[PdsRecord] = []
+    car = load_car(data, verify=verify)
     prefix = f"{collection}/"
-    for key, cid in iter_repo_entries(roots, blocks, prefix):
-        raw = blocks.get(cid)
-        if raw is None:
-            raise CarError(f"record {key} ({cid_to_str(cid)}) missing from the CAR")
-        records.append(PdsRecord(rkey=key[len(prefix) :], value=decode_record(raw), cid=cid_to_str(cid)))
-    return records
+    return [
+        PdsRecord(rkey=key[len(prefix) :], value=car.record(cid, f"record {key}"), cid=cid)
+        for key, cid in iter_repo_entries(car, prefix)
+    ]

@@ -14,8 +14,25 @@ ops and a CAR of the blocks they touched, from which created and updated records
 (in the JSON form listRecords gives). Other event kinds (``#identity``, ``#account``,
 ``#sync``, ``#info``) advance ``last_seq`` and are otherwise skipped. An error frame (e.g.
 ``FutureCursor``) raises :class:`FirehoseError`.
-"""
 
+What the ``atproto`` SDK does here: ``atproto_subscription.frames.Frame.from_bytes`` splits and
+decodes a frame into its header and body (an ``ErrorFrame`` for ``op == -1``), and
+``atproto_firehose.parse_subscribe_repos_message`` turns a message body into its typed model
+(``ComAtprotoSyncSubscribeRepos.Commit`` and its ``RepoOp`` with SDK ``CID`` values, ``Info``, ...).
+The commit's CAR is read by :func:`~moods_pipeline.atproto.car.load_car` (the SDK's ``CAR``).
+(``atproto_firehose.models`` still names the frame classes but is a deprecated alias of
+``atproto_subscription.frames``, which is imported directly.)
+
+What is still ours, because the SDK lacks it: the websocket loop. The SDK's
+``FirehoseSubscribeReposClient.start`` runs a callback until someone calls ``stop()``, reconnects
+forever on any network error (an unreachable PDS is retried, not reported), treats
+``recv_timeout`` as a reason to reconnect rather than to stop, turns an error frame into a
+generic ``SubscriptionError`` and caps messages at 5 MB. A sensor needs the opposite: a hard
+deadline, an idle stop once the backlog is drained, ``max_events``, ``FutureCursor`` and
+"unreachable" as :class:`FirehoseError`, ``last_seq`` and ``stopped_because``. So frames are
+read here with ``websockets`` and only decoded by the SDK. Message kinds the SDK does not know
+(a newer PDS) and bodies its models refuse are logged and skipped, still advancing ``last_seq``.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -26,11 +43,15 @@ from datetime import datetime
 from typing import Iterator, NamedTuple
 from urllib.parse import urlencode
 
-import libipld
+from atproto_client import models
+from atproto_core.exceptions import AtProtocolError
+from atproto_firehose import parse_subscribe_repos_message
+from atproto_subscription.frames import ErrorFrame, Frame
+from pydantic import ValidationError
 from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.sync.client import connect
 
-from moods_pipeline.atproto.car import CarError, decode_record, read_car
+from moods_pipeline.atproto.car import CarError, LoadedCar, load_car
 
 __all__ = ["Op", "Commit", "CommitStream", "FirehoseError", "iter_commits", "subscribe_url"]
 
@@ -80,33 +101,35 @@ def _parse_time(value: object) -> datetime | None:
         return None
 
 
-def _commit_of(body: dict, collection: str | None) -> Commit | None:
-    ops_raw = body.get("ops") or []
-    blocks: dict[bytes, bytes] = {}
-    car_bytes = body.get("blocks")
-    if isinstance(car_bytes, bytes) and car_bytes:
+def _commit_of(message: models.ComAtprotoSyncSubscribeRepos.Commit, collection: str | None) -> Commit | None:
+    car: LoadedCar | None = None
+    if isinstance(message.blocks, bytes) and message.blocks:  # empty when a too-big commit omits them
         try:
-            _, blocks = read_car(car_bytes)
+            car = load_car(message.blocks)
         except CarError as exc:
-            log.warning("firehose commit seq %s: unreadable blocks (%s)", body.get("seq"), exc)
+            log.warning("firehose commit seq %s: unreadable blocks (%s)", message.seq, exc)
     ops: list[Op] = []
-    for raw in ops_raw:
-        path = raw.get("path") or ""
-        coll, _, rkey = path.partition("/")
+    for op in message.ops:
+        coll, _, rkey = op.path.partition("/")
         if collection is not None and coll != collection:
             continue
-        action = raw.get("action") or ""
         record = None
-        cid = raw.get("cid")
-        if action in ("create", "update") and isinstance(cid, bytes) and cid in blocks:
-            try:
-                record = decode_record(blocks[cid])
-            except CarError as exc:
-                log.warning("firehose seq %s %s: record unreadable (%s)", body.get("seq"), path, exc)
-        ops.append(Op(action, coll, rkey, record))
+        if op.action in ("create", "update") and op.cid is not None and car is not None:
+            cid = str(op.cid)
+            if cid in car.values:
+                try:
+                    record = car.record(cid)
+                except CarError as exc:
+                    log.warning("firehose seq %s %s: record unreadable (%s)", message.seq, op.path, exc)
+        ops.append(Op(op.action, coll, rkey, record))
     if collection is not None and not ops:
         return None
-    return Commit(int(body["seq"]), str(body.get("repo")), ops, _parse_time(body.get("time")))
+    return Commit(message.seq, message.repo, ops, _parse_time(message.time))
+
+
+# Frame.from_bytes lets libipld's ValueError through and ErrorFrameBody(**body) raises TypeError
+# on unexpected keys; the SDK's own errors are AtProtocolError (FrameDecodingError, ...).
+_FRAME_ERRORS = (ValueError, TypeError, RecursionError, AtProtocolError)
 
 
 class CommitStream:
@@ -196,26 +219,31 @@ class CommitStream:
         finally:
             self.close()
 
-    def _handle(self, frame: bytes) -> Commit | None:
+    def _handle(self, data: bytes) -> Commit | None:
         try:
-            header, body = libipld.decode_dag_cbor_multi(frame)[:2]
-        except (ValueError, TypeError) as exc:
+            frame = Frame.from_bytes(data)
+        except _FRAME_ERRORS as exc:
             log.warning("firehose: undecodable frame (%s)", exc)
             return None
-        if header.get("op") == -1:
-            raise FirehoseError(
-                f"firehose error frame: {body.get('error')}: {body.get('message')}", error=body.get("error")
-            )
+        if isinstance(frame, ErrorFrame):
+            error = frame.body.error
+            raise FirehoseError(f"firehose error frame: {error}: {frame.body.message}", error=error)
+        body = frame.body
         seq = body.get("seq") if isinstance(body, dict) else None
-        if isinstance(seq, int):
+        if isinstance(seq, int) and not isinstance(seq, bool):
             self.last_seq = seq if self.last_seq is None else max(self.last_seq, seq)
-        kind = header.get("t")
-        if kind == "#info":
-            log.info("firehose info: %s %s", body.get("name"), body.get("message"))
+        kind = frame.type
+        if kind not in ("#commit", "#info"):  # identity, account, sync: nothing for us
             return None
-        if kind != "#commit":
+        try:
+            message = parse_subscribe_repos_message(frame)
+        except (ValidationError, *_FRAME_ERRORS) as exc:
+            log.warning("firehose seq %s: %s event the SDK could not read (%s)", seq, kind, type(exc).__name__)
             return None
-        return _commit_of(body, self.collection)
+        if isinstance(message, models.ComAtprotoSyncSubscribeRepos.Info):
+            log.info("firehose info: %s %s", message.name, message.message)
+            return None
+        return _commit_of(message, self.collection)
 
 
 def iter_commits(
