@@ -32,6 +32,39 @@ Errors are :class:`PdsError` (``status``, ``error``, ``message``, ``retryable``,
 or a subclass. Their text names the XRPC method, the HTTP status and the PDS's error name and
 message, and never carries passwords, tokens, Authorization headers or record contents.
 Requests are logged at DEBUG (method, status, milliseconds), 429s and backoffs at WARNING.
+
+Why this client is ours and not the ``atproto`` SDK's (``atproto_client`` 0.0.73, read for this):
+could the policy above sit under the SDK's typed namespaces (``client.com.atproto.repo...``) as a
+custom request class (``Client(request=...)``, a subclass of ``atproto_client.request.Request``)?
+Partly, and not the parts that matter most:
+
+- What a request class could do: it gets ``get``/``post`` with the full URL (so the NSID), the
+  params, the already-serialized JSON body and the headers, and sees the raw ``httpx.Response``.
+  So 429 waits until ``RateLimit-Reset``, read retries and "never resend a POST procedure except
+  createSession/refreshSession" could be written there, keyed on the NSID and GET versus POST.
+- What it could not do without reaching into SDK internals: (1) pacing per session: the scope
+  (the DID) is nowhere in the call but inside the Authorization JWT, and a write's cost means
+  re-parsing the body the SDK just serialized. (2) Sharing one connection pool between sessions:
+  auth headers are "header sources" that each ``Client`` registers on its request object, so two
+  sessions on one request object send each other's tokens; every session needs its own request,
+  so its own pool. (3) Session renewal: the request class does not own the session; the SDK's
+  ``Client._invoke`` only refreshes proactively (15 minutes before ``exp``), an ``ExpiredToken``
+  answer surfaces as ``UnauthorizedError``, and the SDK never keeps the password, so "refresh,
+  else log in again with the stored password" needs a ``Client`` subclass overriding private
+  methods (``_invoke``, ``_refresh_and_set_session``). (4) Secret scrubbing: the SDK takes the
+  password as a plain ``str`` in a pydantic model and its errors keep the whole response; its
+  messages name no XRPC method. Here :class:`~moods_pipeline.secret.Secret` keeps the password out
+  of reprs and tracebacks, and every error names its method and carries no secret.
+  (5) Error classes: the SDK raises ``NetworkError`` alike for a transport failure and for a
+  409, 413 or 502 answer, so "was this write surely not sent?" (connect refused versus a lost
+  response) has to be decided below it, in the request class, before the SDK's mapping. The
+  SDK itself never retries, so it never resends a write: the one rule it already meets.
+
+So the policy would be split between a request subclass, a client subclass over private methods
+and per-session pools, with the typed models as the only gain, and the record values this
+project writes are its own lexicon, which the typed models would carry as untyped dicts anyway.
+The SDK is used where it does the job: lexicon parsing, and CAR and firehose-frame decoding (what
+it lacks there is said in ``car.py`` and ``firehose.py``).
 """
 
 from __future__ import annotations
