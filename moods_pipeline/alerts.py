@@ -20,6 +20,9 @@ rule                fires when                                           thresho
 ``run_failed``      a Dagster run failed                                 any
 ==================  ===================================================  ===============================
 
+Thresholds and the webhook come from ``moods_pipeline.settings`` (which reads and validates the
+variables): :meth:`AlertThresholds.from_settings` and :func:`notifier_from_settings`.
+
 Sinks: the log (always; logger ``moods_pipeline.alerts``, WARNING) and, when
 ``MOODS_ALERT_WEBHOOK_URL`` is set, a JSON POST to that URL (Slack-compatible: the payload has a
 ``text`` field). The webhook gets a bounded timeout; a webhook that fails is logged and never
@@ -36,7 +39,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -46,12 +48,10 @@ from urllib.parse import urlsplit
 import httpx
 
 from moods_pipeline.secret import Secret
+from moods_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-WEBHOOK_ENV = "MOODS_ALERT_WEBHOOK_URL"
-FAILURE_RATE_ENV = "MOODS_ALERT_FAILURE_RATE_PCT"
-LATENCY_ENV = "MOODS_ALERT_LATENCY_P95_S"
 DEFAULT_FAILURE_RATE_PCT = 5.0
 DEFAULT_LATENCY_P95_S = 300.0
 WEBHOOK_TIMEOUT_S = 5.0
@@ -60,10 +60,6 @@ MAX_LISTED = 20  # users / checks named in one alert; the rest are counted
 
 SOURCE = "moods-pipeline"
 SEVERITIES = ("info", "warning", "critical")
-
-
-class AlertConfigError(ValueError):
-    """An alert setting is malformed; the message names the variable."""
 
 
 # --- privacy -------------------------------------------------------------------------------------
@@ -155,29 +151,9 @@ class AlertThresholds:
     latency_p95_s: float = DEFAULT_LATENCY_P95_S
 
     @classmethod
-    def from_settings(cls, settings) -> "AlertThresholds":
+    def from_settings(cls, settings: Settings) -> "AlertThresholds":
+        """MOODS_ALERT_FAILURE_RATE_PCT and MOODS_ALERT_LATENCY_P95_S, as settings.py validated them."""
         return cls(failure_rate_pct=settings.alert_failure_rate_pct, latency_p95_s=settings.alert_latency_p95_s)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "AlertThresholds":
-        env = os.environ if env is None else env
-        return cls(
-            failure_rate_pct=_non_negative(env, FAILURE_RATE_ENV, DEFAULT_FAILURE_RATE_PCT),
-            latency_p95_s=_non_negative(env, LATENCY_ENV, DEFAULT_LATENCY_P95_S),
-        )
-
-
-def _non_negative(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise AlertConfigError(f"{name}={raw!r} is not a number") from None
-    if value < 0:
-        raise AlertConfigError(f"{name}={raw!r} must not be negative")
-    return value
 
 
 def _number(metadata: Mapping[str, Any], name: str) -> float:
@@ -357,7 +333,9 @@ class WebhookSink:
         url = url if isinstance(url, Secret) else Secret(url)
         parts = urlsplit(url.reveal())
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise AlertConfigError(f"{WEBHOOK_ENV} must be an http:// or https:// URL")
+            # settings.py refuses such a MOODS_ALERT_WEBHOOK_URL; this guards direct use. The URL
+            # is a secret, so the message does not show it.
+            raise ValueError("a webhook URL must be an http:// or https:// URL")
         self._url = url
         self.host = parts.hostname + (f":{parts.port}" if parts.port else "")
         self.timeout_s = timeout_s
@@ -415,11 +393,9 @@ class Notifier:
         return deliveries
 
 
-def notifier_from_env(env: Mapping[str, str] | None = None, *, timeout_s: float = WEBHOOK_TIMEOUT_S) -> Notifier:
+def notifier_from_settings(settings: Settings, *, timeout_s: float = WEBHOOK_TIMEOUT_S) -> Notifier:
     """The log sink, plus the webhook of ``MOODS_ALERT_WEBHOOK_URL`` when it is set."""
-    env = os.environ if env is None else env
     sinks: list[Any] = [LogSink()]
-    url = (env.get(WEBHOOK_ENV) or "").strip()
-    if url:
-        sinks.append(WebhookSink(Secret(url), timeout_s=timeout_s))
+    if settings.alert_webhook_url is not None:
+        sinks.append(WebhookSink(settings.alert_webhook_url, timeout_s=timeout_s))
     return Notifier(sinks)

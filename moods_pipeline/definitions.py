@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
 from moods_pipeline.defs.alerts.sensors import ops_sensors
@@ -18,25 +16,34 @@ from moods_pipeline.defs.lexicons.jobs import publish_lexicons_job
 from moods_pipeline.defs.live.assets import sync_latency, sync_latency_job
 from moods_pipeline.defs.live.sensors import catchup_sensor, catchup_sync_job, firehose_sensor
 from moods_pipeline.defs.repair.jobs import mood_repair_job
-from moods_pipeline.defs.resources import MongoResource, PdsResource, PipelineSettingsResource
+from moods_pipeline.defs.resources import (
+    MONGO_VARIABLES,
+    PDS_VARIABLES,
+    PIPELINE_VARIABLES,
+    MongoResource,
+    PdsResource,
+    PipelineSettingsResource,
+)
+from moods_pipeline.settings import is_set
 
 
 def _env(name: str):
     """EnvVar when the variable is set (the UI then shows its name, never its value); else
-    None, which the resources read as "the local stack"."""
-    return dg.EnvVar(name) if os.environ.get(name) else None
+    None, which the resources read as "the default, or the local stack". Dagster resolves an
+    EnvVar only when the resource is used, so loading reads no value and connects nowhere."""
+    return dg.EnvVar(name) if is_set(name) else None
+
+
+def _bound(variables: dict[str, str]) -> dict:
+    return {field: _env(variable) for field, variable in variables.items()}
 
 
 def default_resources() -> dict:
+    """Every setting the Dagster code uses, as resource config bound to its variable."""
     return {
-        "mongo": MongoResource(connection_string=_env("MONGODB_CONNECTION_STRING"), database=_env("MONGODB_NAME")),
-        "pds": PdsResource(
-            url=_env("PDS_URL"),
-            admin_password=_env("PDS_ADMIN_PASSWORD"),
-            lexicon_account=_env("MOODS_LEXICON_ACCOUNT"),
-            lexicon_password=_env("MOODS_LEXICON_PASSWORD"),
-        ),
-        "pipeline": PipelineSettingsResource(state_dir=_env("MOODS_STATE_DIR")),
+        "mongo": MongoResource(**_bound(MONGO_VARIABLES)),
+        "pds": PdsResource(**_bound(PDS_VARIABLES)),
+        "pipeline": PipelineSettingsResource(**_bound(PIPELINE_VARIABLES)),
     }
 
 

@@ -16,7 +16,7 @@ from moods_pipeline.atproto.client import PdsClient
 from moods_pipeline.definitions import build_definitions
 from moods_pipeline.defs.resources import MongoResource, PdsResource, PipelineSettingsResource
 from moods_pipeline.settings import Settings
-from moods_pipeline.storage.mongo import MongoStore, connect
+from moods_pipeline.storage.mongo import MongoStore, open_store
 from moods_pipeline.sync.mood_record import Invalid, build_record
 
 _subs = itertools.count(1)
@@ -76,7 +76,7 @@ def definitions_for(settings: Settings, **pds_options):
 
 
 def store_for(settings: Settings) -> MongoStore:
-    return MongoStore(connect(settings.mongodb_connection_string), settings.mongodb_name)
+    return open_store(settings)
 
 
 def dead_url() -> str:

@@ -159,7 +159,7 @@ def quiet_run_config(ops: dict, verbose: bool) -> dict:
 
 
 def open_store(settings):
-    """The application's MongoDB as the settings name it."""
-    from moods_pipeline.storage.mongo import MongoStore, connect
+    """The application's MongoDB as the settings name it (``storage.mongo.open_store``)."""
+    from moods_pipeline.storage.mongo import open_store as open_mongo_store
 
-    return MongoStore(connect(settings.mongodb_connection_string), settings.mongodb_name)
+    return open_mongo_store(settings)

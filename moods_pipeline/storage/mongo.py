@@ -18,6 +18,7 @@ from pymongo import UpdateOne
 
 from moods_pipeline.model import Mood, UserAccount, did_problem
 from moods_pipeline.secret import Secret
+from moods_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -347,3 +348,12 @@ class MongoStore:
             {"_id": {"$in": [ObjectId(m) for m in mood_ids]}}, {"$unset": {"atproto": ""}}
         )
         return result.modified_count
+
+
+def open_store(settings: Settings, **client_options) -> MongoStore:
+    """The application's MongoDB as the settings name it (MONGODB_CONNECTION_STRING, MONGODB_NAME).
+
+    The one way the project opens it from settings; pymongo connects lazily, so this does not
+    touch the network until the first read.
+    """
+    return MongoStore(connect(settings.mongodb_connection_string, **client_options), settings.mongodb_name)

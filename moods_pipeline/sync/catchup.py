@@ -27,7 +27,8 @@ mood is **reported** (listed in the sensor's log and the next run's metadata, an
 
 Backoff after the n-th failed attempt: ``min(backoff_max_s, backoff_base_s * 2**(n-1))``.
 
-Extra settings (optional; defaults in ``CatchupPolicy``): ``MOODS_CATCHUP_MAX_ATTEMPTS`` (6),
+Extra settings (optional; read and validated by ``moods_pipeline.settings``, defaults in
+``CatchupPolicy``): ``MOODS_CATCHUP_MAX_ATTEMPTS`` (6),
 ``MOODS_CATCHUP_BACKOFF_S`` (the base, 60; capped at an hour), ``MOODS_CATCHUP_BATCH`` (moods
 per run, 100), ``MOODS_CATCHUP_RUNS_PER_TICK`` (4), ``MOODS_CATCHUP_MAX_AGE_S`` (unset: an
 unsynced mood of any age is caught up, history included; set it to leave older moods to
@@ -38,17 +39,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable
 
 from bson import ObjectId
 
 from moods_pipeline.model import Mood, UserAccount
-from moods_pipeline.settings import ConfigError
+from moods_pipeline.settings import Settings
 from moods_pipeline.storage.files import write_json_atomic
 from moods_pipeline.sync.live import FAILED, SKIPPED, LiveResult, LiveSync
 from moods_pipeline.sync.mood_record import Invalid, build_record
@@ -73,53 +73,39 @@ SYNC, DELETE = "sync", "delete"
 # --- policy --------------------------------------------------------------------------------------
 
 
-def _env_number(env: Mapping[str, str], name: str, default, kind=float):
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a {kind.__name__}") from None
-    if value < 0 or (kind is int and value < 1):
-        raise ConfigError(f"{name}={raw!r} must be {'at least 1' if kind is int else 'non-negative'}")
-    return value
-
-
 @dataclass(frozen=True)
 class CatchupPolicy:
+    # The defaults are settings.py's (docs/interface.md); the sensor takes them from Settings.
     grace_s: float = 120.0  # MOODS_CATCHUP_GRACE_S
     rollout: str = "all"  # MOODS_ROLLOUT
     nuke_policy: str = "keep"  # MOODS_NUKE_POLICY
-    max_attempts: int = 6
-    backoff_base_s: float = 60.0
+    max_attempts: int = 6  # MOODS_CATCHUP_MAX_ATTEMPTS
+    backoff_base_s: float = 60.0  # MOODS_CATCHUP_BACKOFF_S
     backoff_max_s: float = 3600.0
-    batch_size: int = 100  # moods per run
-    runs_per_tick: int = 4
+    batch_size: int = 100  # MOODS_CATCHUP_BATCH: moods per run
+    runs_per_tick: int = 4  # MOODS_CATCHUP_RUNS_PER_TICK
     scan_limit: int = 20_000  # unsynced moods read per tick at most (newest first)
-    max_age_s: float | None = None  # older unsynced moods are left to backfill/repair (None: no limit)
+    max_age_s: float | None = None  # MOODS_CATCHUP_MAX_AGE_S: older unsynced moods are left to backfill/repair
 
     @classmethod
-    def from_settings(cls, settings, env: Mapping[str, str] | None = None, **overrides) -> "CatchupPolicy":
-        env = os.environ if env is None else env
+    def from_settings(cls, settings: Settings, **overrides) -> "CatchupPolicy":
+        """The policy of already validated settings (``moods_pipeline.settings.load_settings``)."""
         values = dict(
             grace_s=settings.catchup_grace_s,
             rollout=settings.rollout,
             nuke_policy=settings.nuke_policy,
-            max_attempts=_env_number(env, "MOODS_CATCHUP_MAX_ATTEMPTS", cls.max_attempts, int),
-            backoff_base_s=_env_number(env, "MOODS_CATCHUP_BACKOFF_S", cls.backoff_base_s),
-            batch_size=_env_number(env, "MOODS_CATCHUP_BATCH", cls.batch_size, int),
-            runs_per_tick=_env_number(env, "MOODS_CATCHUP_RUNS_PER_TICK", cls.runs_per_tick, int),
-            max_age_s=_env_number(env, "MOODS_CATCHUP_MAX_AGE_S", None),
+            max_attempts=settings.catchup_max_attempts,
+            backoff_base_s=settings.catchup_backoff_s,
+            batch_size=settings.catchup_batch,
+            runs_per_tick=settings.catchup_runs_per_tick,
+            max_age_s=settings.catchup_max_age_s,
         )
         values.update(overrides)
         return cls(**values)
 
     def parsed_rollout(self) -> Rollout:
-        try:
-            return Rollout.parse(self.rollout)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
+        """The rollout rule; a malformed spec is a ConfigError naming MOODS_ROLLOUT."""
+        return Rollout.parse(self.rollout)
 
 
 def backoff_s(attempts: int, policy: CatchupPolicy) -> float:

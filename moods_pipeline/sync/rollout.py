@@ -14,19 +14,19 @@ Forms of the setting:
   changes between processes or releases, and raising N only ever adds users (a user in at
   10% is in at 20%).
 
-Parsing is strict: anything else is a ``ValueError`` naming ``MOODS_ROLLOUT``.
+Parsing is strict: anything else is a ``ConfigError`` naming ``MOODS_ROLLOUT``. The grammar is
+``moods_pipeline.settings.rollout_parts``, the one that ``load_settings`` validates the setting
+with, so a value the settings accept always parses here.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass, field
 
-__all__ = ["Rollout", "bucket", "parse_rollout", "in_rollout"]
+from moods_pipeline.settings import rollout_parts
 
-_PERCENT_RE = re.compile(r"^(\d{1,3})%$")
-_HANDLE_RE = re.compile(r"^@[^,\s@]+$")
+__all__ = ["Rollout", "bucket", "parse_rollout", "in_rollout"]
 
 
 def bucket(sub: str) -> int:
@@ -45,22 +45,8 @@ class Rollout:
 
     @classmethod
     def parse(cls, spec: str | None) -> "Rollout":
-        text = (spec or "all").strip()
-        lowered = text.lower()
-        if lowered == "all":
-            return cls("all")
-        if lowered == "off":
-            return cls("off", percent=0)
-        match = _PERCENT_RE.match(text)
-        if match:
-            percent = int(match.group(1))
-            if percent > 100:
-                raise ValueError(f"MOODS_ROLLOUT={spec!r}: a percentage must be 0% to 100%")
-            return cls("percent", percent=percent)
-        parts = [p.strip() for p in text.split(",")]
-        if parts and all(_HANDLE_RE.match(p) for p in parts):
-            return cls("handles", handles=frozenset(p[1:].lower() for p in parts))
-        raise ValueError(f"MOODS_ROLLOUT={spec!r} must be all, off, @a,@b or a percentage like 10%")
+        mode, percent, handles = rollout_parts(spec)
+        return cls(mode, percent=percent, handles=handles)
 
     @property
     def is_off(self) -> bool:

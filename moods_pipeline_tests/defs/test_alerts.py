@@ -18,7 +18,6 @@ import pytest
 from moods_pipeline import alerts
 from moods_pipeline.alerts import (
     Alert,
-    AlertConfigError,
     AlertThresholds,
     CheckFailure,
     LoginFailure,
@@ -27,8 +26,10 @@ from moods_pipeline.alerts import (
     WebhookSink,
 )
 from moods_pipeline.defs.alerts.sensors import build_ops_sensors, evaluate_health
+from moods_pipeline.defs.resources import PipelineSettingsResource
 from moods_pipeline.defs.backfill.assets import outcome_metadata
 from moods_pipeline.model import UserOutcome
+from moods_pipeline.settings import ConfigError, load_settings
 
 PASSWORD = "hunter2-correct-horse-battery"
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJkaWQ6cGxjOmFiYyJ9.c2lnbmF0dXJlLXNlY3JldA"
@@ -141,14 +142,18 @@ def test_login_failures_and_failed_checks_alerts():
     assert warn.severity == "warning"
 
 
-def test_thresholds_from_env():
-    assert AlertThresholds.from_env({}) == AlertThresholds(5.0, 300.0)
-    assert AlertThresholds.from_env({"MOODS_ALERT_FAILURE_RATE_PCT": "0.5", "MOODS_ALERT_LATENCY_P95_S": "60"}) == (
-        AlertThresholds(0.5, 60.0))
-    with pytest.raises(AlertConfigError, match="MOODS_ALERT_FAILURE_RATE_PCT"):
-        AlertThresholds.from_env({"MOODS_ALERT_FAILURE_RATE_PCT": "five"})
-    with pytest.raises(AlertConfigError, match="MOODS_ALERT_LATENCY_P95_S"):
-        AlertThresholds.from_env({"MOODS_ALERT_LATENCY_P95_S": "-1"})
+def settings_of(env: dict):
+    return load_settings(env, connections=False)
+
+
+def test_thresholds_from_settings():
+    assert AlertThresholds.from_settings(settings_of({})) == AlertThresholds(5.0, 300.0)
+    assert AlertThresholds.from_settings(settings_of(
+        {"MOODS_ALERT_FAILURE_RATE_PCT": "0.5", "MOODS_ALERT_LATENCY_P95_S": "60"})) == AlertThresholds(0.5, 60.0)
+    with pytest.raises(ConfigError, match="MOODS_ALERT_FAILURE_RATE_PCT"):
+        settings_of({"MOODS_ALERT_FAILURE_RATE_PCT": "five"})
+    with pytest.raises(ConfigError, match="MOODS_ALERT_LATENCY_P95_S"):
+        settings_of({"MOODS_ALERT_LATENCY_P95_S": "-1"})
 
 
 def test_redact_removes_credentials():
@@ -164,13 +169,15 @@ def test_redact_removes_credentials():
 # --- notifier --------------------------------------------------------------------------------
 
 
-def test_notifier_from_env():
-    assert [s.name for s in alerts.notifier_from_env({}).sinks] == ["log"]
-    notifier = alerts.notifier_from_env({"MOODS_ALERT_WEBHOOK_URL": "https://hooks.example.com/services/SECRET"})
+def test_notifier_from_settings():
+    assert [s.name for s in alerts.notifier_from_settings(settings_of({})).sinks] == ["log"]
+    settings = settings_of({"MOODS_ALERT_WEBHOOK_URL": "https://hooks.example.com/services/SECRET"})
+    notifier = alerts.notifier_from_settings(settings)
     assert [s.name for s in notifier.sinks] == ["log", "webhook"]
-    assert "SECRET" not in repr(notifier)
-    with pytest.raises(AlertConfigError, match="MOODS_ALERT_WEBHOOK_URL"):
-        alerts.notifier_from_env({"MOODS_ALERT_WEBHOOK_URL": "hooks.example.com/x"})
+    assert "SECRET" not in repr(notifier) and "SECRET" not in repr(settings)
+    with pytest.raises(ConfigError, match="MOODS_ALERT_WEBHOOK_URL") as refused:
+        settings_of({"MOODS_ALERT_WEBHOOK_URL": "hooks.example.com/SECRET"})
+    assert "SECRET" not in str(refused.value)  # the URL is a secret: the message names the variable only
 
 
 def test_webhook_gets_json_without_secrets(receiver, caplog):
@@ -276,6 +283,9 @@ def test_health_sensor_alerts_on_latency_p95(dagster_instance):
     assert evaluate_health(dagster_instance, cursor, thresholds)[0] == []
 
 
+RESOURCES = {"pipeline": PipelineSettingsResource()}
+
+
 def stub_definitions(*sensors) -> dg.Definitions:
     """A code location shaped like ours: mood_backfill (users partitions), mood_audit and checks."""
 
@@ -296,7 +306,7 @@ def stub_definitions(*sensors) -> dg.Definitions:
         return dg.AssetCheckResult(passed=True)
 
     return dg.Definitions(assets=[mood_backfill, mood_audit], asset_checks=[no_problems, all_readable],
-                          sensors=list(sensors))
+                          sensors=list(sensors), resources=RESOURCES)
 
 
 def test_health_sensor_reports_login_failures_and_failed_checks(dagster_instance, receiver):
@@ -331,7 +341,7 @@ def test_health_sensor_reports_login_failures_and_failed_checks(dagster_instance
     _, health = build_ops_sensors(notifier_factory=lambda: webhook_notifier(receiver.url),
                                   thresholds_factory=lambda: AlertThresholds(5.0, 300.0))
     defs = stub_definitions(health)
-    result = health(dg.build_sensor_context(instance=dagster_instance, definitions=defs))
+    result = health(dg.build_sensor_context(instance=dagster_instance, definitions=defs, resources=RESOURCES))
     assert "sent 2 alerts: login_failures, check_failed" in str(result.skip_reason)
     by_rule = {b["rule"]: b for b in receiver.bodies}
     assert set(by_rule) == {"login_failures", "check_failed"}
@@ -344,8 +354,24 @@ def test_health_sensor_reports_login_failures_and_failed_checks(dagster_instance
     assert "free text stays out" not in json.dumps(receiver.bodies)
 
     # Next tick with the cursor: no duplicate.
-    again = health(dg.build_sensor_context(instance=dagster_instance, cursor=result.cursor, definitions=defs))
+    again = health(dg.build_sensor_context(instance=dagster_instance, cursor=result.cursor, definitions=defs,
+                                           resources=RESOURCES))
     assert again.skip_reason.skip_message == "nothing to alert" and len(receiver.bodies) == 2
+
+
+def test_health_sensor_takes_thresholds_and_webhook_from_the_pipeline_resource(dagster_instance, receiver):
+    dagster_instance.report_runless_asset_event(summary_event(created=90, already_synced=0, failed=10))
+    _, health = build_ops_sensors()  # no factories: as in the project's definitions
+    lenient = {"pipeline": PipelineSettingsResource(alert_failure_rate_pct="50", alert_webhook_url=receiver.url)}
+    result = health(dg.build_sensor_context(instance=dagster_instance, resources=lenient))
+    assert result.skip_reason.skip_message == "nothing to alert" and receiver.bodies == []
+    strict = {"pipeline": PipelineSettingsResource(alert_failure_rate_pct="5", alert_webhook_url=receiver.url)}
+    result = health(dg.build_sensor_context(instance=dagster_instance, resources=strict))
+    assert [b["rule"] for b in receiver.bodies] == ["sync_failure_rate"]
+    assert receiver.bodies[0]["details"]["threshold_pct"] == 5.0
+    broken = {"pipeline": PipelineSettingsResource(alert_latency_p95_s="soon")}
+    with pytest.raises(Exception, match="MOODS_ALERT_LATENCY_P95_S"):
+        health(dg.build_sensor_context(instance=dagster_instance, resources=broken))
 
 
 def test_run_failure_sensor_sends_the_failure(dagster_instance, receiver):
@@ -365,7 +391,8 @@ def test_run_failure_sensor_sends_the_failure(dagster_instance, receiver):
                    if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.RUN_FAILURE)
     run_sensor, _ = build_ops_sensors(notifier_factory=lambda: webhook_notifier(receiver.url))
     context = dg.build_run_status_sensor_context(
-        sensor_name=run_sensor.name, dagster_event=failure, dagster_instance=dagster_instance, dagster_run=run
+        sensor_name=run_sensor.name, dagster_event=failure, dagster_instance=dagster_instance, dagster_run=run,
+        resources=RESOURCES,
     ).for_run_failure()
     run_sensor(context)
     assert len(receiver.bodies) == 1
@@ -379,6 +406,6 @@ def test_run_failure_sensor_sends_the_failure(dagster_instance, receiver):
 def test_ops_sensors_load_in_definitions():
     from moods_pipeline.defs.alerts.sensors import ops_sensors
 
-    defs = dg.Definitions(sensors=ops_sensors)
+    defs = dg.Definitions(sensors=ops_sensors, resources=RESOURCES)
     names = {s.name for s in defs.get_repository_def().sensor_defs}
     assert names == {"moods_run_failure_alerts", "moods_health_alerts"}

@@ -4,6 +4,7 @@ The sensor is evaluated with build_sensor_context and the runs it requests are e
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -28,12 +29,15 @@ def quick_policy(monkeypatch):
 class Harness:
     """Evaluate the sensor and execute what it requests, on the test stack."""
 
-    def __init__(self, instance, settings, nuke_policy: str | None = None, pds_url: str | None = None) -> None:
+    def __init__(self, instance, settings, nuke_policy: str | None = None, pds_url: str | None = None,
+                 **pipeline_fields: str) -> None:
         self.instance = instance
         self.settings = settings
         self.resources = resources_for(settings)
+        # Fields left None read the environment (monkeypatched by some tests), as in a deployment
+        # where the variable is not bound.
         self.resources["pipeline"] = PipelineSettingsResource(
-            state_dir=str(settings.state_dir), nuke_policy=nuke_policy)
+            state_dir=str(settings.state_dir), nuke_policy=nuke_policy, **pipeline_fields)
         if pds_url:
             self.resources["pds"] = PdsResource(url=pds_url, max_retries=0, timeout_s=2.0)
         self.cursor: str | None = None
@@ -136,10 +140,10 @@ def test_pds_down_fails_the_run_then_a_later_tick_syncs(
     assert state.all() == {}
 
 
-def test_gives_up_after_max_attempts_and_reports(mongo_db, make_account, test_settings, dagster_instance, monkeypatch):
-    monkeypatch.setenv("MOODS_CATCHUP_MAX_ATTEMPTS", "2")
+def test_gives_up_after_max_attempts_and_reports(mongo_db, make_account, test_settings, dagster_instance):
     user = add_user(mongo_db, make_account("give"), moods=1)
-    down = Harness(dagster_instance, test_settings, pds_url=dead_url())
+    # The tuning as resource config (what definitions.py binds to MOODS_CATCHUP_MAX_ATTEMPTS).
+    down = Harness(dagster_instance, test_settings, pds_url=dead_url(), catchup_max_attempts="2")
     for _ in range(2):
         results = down.tick_and_run()
         assert len(results) == 1 and not results[0].success
@@ -158,7 +162,7 @@ def test_gives_up_after_max_attempts_and_reports(mongo_db, make_account, test_se
     assert [a.mood_id for a in state.reported(CatchupPolicy(max_attempts=2))] == user.mood_ids
     # An operator clears it: tried again.
     state.forget(user.mood_ids[0])
-    assert ids_of(Harness(dagster_instance, test_settings).requests()[0]) == user.mood_ids
+    assert ids_of(Harness(dagster_instance, test_settings, catchup_max_attempts="2").requests()[0]) == user.mood_ids
 
 
 def test_rollout_limits_the_sensor(mongo_db, make_account, test_settings, dagster_instance, store, monkeypatch):
@@ -166,9 +170,13 @@ def test_rollout_limits_the_sensor(mongo_db, make_account, test_settings, dagste
     bob = add_user(mongo_db, make_account("bob"), moods=1)
     harness = Harness(dagster_instance, test_settings)
 
-    monkeypatch.setenv("MOODS_ROLLOUT", "off")
+    skip = Harness(dagster_instance, test_settings, rollout="off").tick()  # bound as resource config
+    assert isinstance(skip, dg.SkipReason) and "off" in skip.skip_message
+    monkeypatch.setenv("MOODS_ROLLOUT", "off")  # or read from the environment when not bound
     skip = harness.tick()
     assert isinstance(skip, dg.SkipReason) and "off" in skip.skip_message
+    with pytest.raises(Exception, match="MOODS_ROLLOUT"):
+        Harness(dagster_instance, test_settings, rollout="half").tick()
 
     monkeypatch.setenv("MOODS_ROLLOUT", f"@{alice.handle}")
     requests = harness.requests()
@@ -264,7 +272,7 @@ def test_max_age_leaves_history_to_backfill(mongo_db, make_account, test_setting
     state = CatchupState(test_settings.state_dir)
     assert find_candidates(store, state, CatchupPolicy(grace_s=120, max_age_s=3600)).sync == [recent]
     assert sorted(find_candidates(store, state, CatchupPolicy(grace_s=120)).sync) == sorted([recent, *user.mood_ids])
-    assert CatchupPolicy.from_settings(test_settings, {"MOODS_CATCHUP_MAX_AGE_S": "3600"}).max_age_s == 3600.0
+    assert CatchupPolicy.from_settings(replace(test_settings, catchup_max_age_s=3600.0)).max_age_s == 3600.0
 
 
 def test_a_null_empty_or_odd_pointer_is_unsynced_and_the_sensor_syncs_it(

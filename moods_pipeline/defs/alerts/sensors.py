@@ -17,7 +17,8 @@ No duplicate alerts: the health sensor's cursor holds the storage ids it has eva
 summary and latency materializations, and the event-log position for observations and check
 evaluations), so each event alerts at most once; the run-failure sensor has Dagster's own cursor.
 Several events of one kind in one tick make one alert. Alerts go to the log and, when
-``MOODS_ALERT_WEBHOOK_URL`` is set, to that webhook (read when the sensor runs, in the daemon).
+``MOODS_ALERT_WEBHOOK_URL`` is set, to that webhook. Thresholds and webhook come from the
+``pipeline`` resource (``PipelineSettingsResource``), resolved when the sensor runs, in the daemon.
 
 No ``from __future__ import annotations`` here: Dagster reads the annotations at definition time.
 """
@@ -32,6 +33,7 @@ import dagster as dg
 
 from moods_pipeline import alerts
 from moods_pipeline.defs.dagster_private import AssetCheckExecutionRecordStatus
+from moods_pipeline.defs.resources import PipelineSettingsResource
 
 log = logging.getLogger(__name__)
 
@@ -272,22 +274,31 @@ def build_ops_sensors(
     thresholds_factory: Optional[ThresholdsFactory] = None,
     default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.RUNNING,
 ) -> list:
-    """The two sensors; factories are called at each evaluation (defaults: the environment)."""
-    make_notifier = notifier_factory or alerts.notifier_from_env
-    make_thresholds = thresholds_factory or alerts.AlertThresholds.from_env
+    """The two sensors; factories (tests) are called at each evaluation; without them the
+    notifier and thresholds come from the ``pipeline`` resource's settings."""
+
+    def make_notifier(pipeline: PipelineSettingsResource) -> alerts.Notifier:
+        if notifier_factory is not None:
+            return notifier_factory()
+        return alerts.notifier_from_settings(pipeline.settings())
+
+    def make_thresholds(pipeline: PipelineSettingsResource) -> alerts.AlertThresholds:
+        if thresholds_factory is not None:
+            return thresholds_factory()
+        return alerts.AlertThresholds.from_settings(pipeline.settings())
 
     @dg.run_failure_sensor(
         name="moods_run_failure_alerts",
         default_status=default_status,
         description="Alerts (log + MOODS_ALERT_WEBHOOK_URL) on every failed run of this code location.",
     )
-    def moods_run_failure_alerts(context: dg.RunFailureSensorContext):
+    def moods_run_failure_alerts(context: dg.RunFailureSensorContext, pipeline: PipelineSettingsResource):
         run = context.dagster_run
         message = "\n".join(
             part for part in ((context.failure_event.message or "").strip(), _step_failure_lines(context)) if part
         )
         alert = alerts.run_failed_alert(run.job_name, run.run_id, message, tags=dict(run.tags or {}))
-        delivered = make_notifier().notify([alert])
+        delivered = make_notifier(pipeline).notify([alert])
         context.log.info(f"alert {alert.rule} for run {run.run_id}: {delivered[0].sinks if delivered else {}}")
 
     @dg.sensor(
@@ -299,10 +310,11 @@ def build_ops_sensors(
             "failures and failed asset checks; each event once (cursor)."
         ),
     )
-    def moods_health_alerts(context: dg.SensorEvaluationContext):
-        found, cursor = evaluate_health(context.instance, context.cursor, make_thresholds(), context.repository_def)
+    def moods_health_alerts(context: dg.SensorEvaluationContext, pipeline: PipelineSettingsResource):
+        found, cursor = evaluate_health(context.instance, context.cursor, make_thresholds(pipeline),
+                                        context.repository_def)
         if found:
-            make_notifier().notify(found)
+            make_notifier(pipeline).notify(found)
             for alert in found:
                 context.log.warning(alert.text)
         reason = f"sent {len(found)} alerts: {', '.join(a.rule for a in found)}" if found else "nothing to alert"
