@@ -177,23 +177,22 @@ _counter = itertools.count(1)
 def create_account(
     pds_url: str, prefix: str = "u", password: str | None = None, invite_code: str | None = None
 ) -> LocalAccount:
-    """A fresh account with a unique ``.test`` handle, by plain XRPC (no project client)."""
-    import httpx
+    """A fresh account with a unique ``.test`` handle, by the project's PDS client
+    (``PdsClient.create_account``, the one way accounts are created)."""
+    from moods_pipeline.atproto.client import PdsClient, PdsError
 
     # The part before ".test" must be 3..18 characters, a letter first.
     front = (prefix[:5] or "u") + f"{next(_counter):x}{secrets.token_hex(4)}"
     front = front[:18].lower()
     handle = f"{front}.test"
     email = f"{front}@example.com"
-    password = password or secrets.token_urlsafe(24)
-    body = {"handle": handle, "email": email, "password": password}
-    if invite_code:
-        body["inviteCode"] = invite_code
-    response = httpx.post(f"{pds_url}/xrpc/com.atproto.server.createAccount", json=body, timeout=60)
-    if response.status_code != 200:
-        raise AssertionError(f"createAccount {handle} failed: HTTP {response.status_code} {response.text[:300]}")
-    data = response.json()
-    return LocalAccount(did=data["did"], handle=data["handle"], email=email, password=Secret(password))
+    secret = Secret(password or secrets.token_urlsafe(24))
+    with PdsClient(pds_url, timeout=60) as client:
+        try:
+            did, created_handle = client.create_account(handle, email, secret, invite_code=invite_code)
+        except PdsError as exc:  # its text never holds the password
+            raise AssertionError(f"createAccount {handle} failed: {exc}") from None
+    return LocalAccount(did=did, handle=created_handle, email=email, password=secret)
 
 
 @pytest.fixture

@@ -620,6 +620,21 @@ class PdsClient:
         data = self._request("POST", "com.atproto.server.createAccount", body=body, kind="write", secrets=(password,))
         return data["did"], data["handle"]
 
+    def resolve_handle(self, handle: str) -> str | None:
+        """com.atproto.identity.resolveHandle: the DID of ``handle``, or None if it names no one
+        (used to find an account whose creation answered "handle already taken")."""
+        try:
+            data = self._request("GET", "com.atproto.identity.resolveHandle", params={"handle": handle})
+        except PdsError as exc:
+            # The reference PDS answers InvalidRequest "Unable to resolve handle" (newer ones
+            # HandleNotFound); a malformed handle is another InvalidRequest and raises.
+            if exc.status == 400 and (
+                exc.error == "HandleNotFound" or (exc.message or "").startswith("Unable to resolve handle")
+            ):
+                return None
+            raise
+        return data.get("did")
+
     def admin(self, admin_password: Secret) -> "PdsAdmin":
         if not isinstance(admin_password, Secret):
             raise TypeError("admin_password must be a Secret")
@@ -843,6 +858,17 @@ class PdsAdmin:
             auth=self._auth(), secrets=(self._password,),
         )
         return data["code"]
+
+    def update_account_password(self, did: str, password: Secret) -> None:
+        """com.atproto.admin.updateAccountPassword: set a new password (an account whose
+        password was lost)."""
+        if not isinstance(password, Secret):
+            raise TypeError("password must be a Secret")
+        self.client._request(
+            "POST", "com.atproto.admin.updateAccountPassword",
+            body={"did": did, "password": password.reveal()}, kind="write",
+            auth=self._auth(), secrets=(self._password, password),
+        )
 
     def get_account_info(self, did: str) -> dict | None:
         """com.atproto.admin.getAccountInfo, or None when the PDS says it has no account with

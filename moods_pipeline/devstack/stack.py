@@ -38,6 +38,7 @@ from typing import Iterator
 import httpx
 import pymongo
 
+from moods_pipeline.atproto.client import PdsClient, PdsError
 from moods_pipeline.devstack import (
     DEFAULT_PDS_DIR,
     DevStackError,
@@ -363,47 +364,38 @@ def _admin_password(paths: StackPaths) -> Secret:
 
 
 def _ensure_lexicon_account(paths: StackPaths, config: dict, pds_url: str, admin: Secret, invite_required: bool) -> str:
-    """The lexicon authority account's DID; created once (handle lexicons.test)."""
-    known = config.get("lexicon") or {}
-    if known.get("did") and paths.lexicon_password.exists():
-        r = httpx.get(f"{pds_url}/xrpc/com.atproto.repo.describeRepo", params={"repo": known["did"]}, timeout=10)
-        if r.status_code == 200:
-            return known["did"]
-        logger.warning("lexicon account %s is not on the PDS (HTTP %s): creating it again", known["did"], r.status_code)
+    """The lexicon authority account's DID; created once (handle lexicons.test), with the
+    project's PDS client like every other account (an invite code from the admin API when the
+    PDS requires one)."""
+    with PdsClient(pds_url, timeout=60) as client:
+        known = config.get("lexicon") or {}
+        if known.get("did") and paths.lexicon_password.exists():
+            try:
+                found = client.describe_repo(known["did"])
+            except PdsError as exc:  # deactivated, taken down: make it usable again below
+                logger.warning("lexicon account %s is not usable (%s)", known["did"], exc)
+                found = None
+            if found is not None:
+                return known["did"]
+            logger.warning("lexicon account %s is not on the PDS: creating it again", known["did"])
 
-    password = secrets.token_urlsafe(24)
-    body = {"handle": LEXICON_HANDLE, "email": LEXICON_EMAIL, "password": password}
-    auth = ("admin", admin.reveal())
-    if invite_required:
-        r = httpx.post(f"{pds_url}/xrpc/com.atproto.server.createInviteCode", json={"useCount": 1}, auth=auth, timeout=30)
-        r.raise_for_status()
-        body["inviteCode"] = r.json()["code"]
-    r = httpx.post(f"{pds_url}/xrpc/com.atproto.server.createAccount", json=body, timeout=60)
-    if r.status_code == 200:
-        did = r.json()["did"]
-    else:
-        info = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
-        message = str(info.get("message") or "")
-        if "Handle already taken" not in message:
-            raise DevStackError(
-                f"creating the lexicon account {LEXICON_HANDLE} failed: HTTP {r.status_code} "
-                f"{info.get('error') or ''} {message}"
-            )
-        # The account exists but its password was lost: reset it with the admin API.
-        r = httpx.get(
-            f"{pds_url}/xrpc/com.atproto.identity.resolveHandle", params={"handle": LEXICON_HANDLE}, timeout=10
-        )
-        r.raise_for_status()
-        did = r.json()["did"]
-        r = httpx.post(
-            f"{pds_url}/xrpc/com.atproto.admin.updateAccountPassword",
-            json={"did": did, "password": password},
-            auth=auth,
-            timeout=30,
-        )
-        if r.status_code != 200:
-            raise DevStackError(f"resetting the lexicon account's password failed: HTTP {r.status_code}")
-    write_private(paths.lexicon_password, password + "\n")
+        password = Secret(secrets.token_urlsafe(24))
+        pds_admin = client.admin(admin)
+        try:
+            invite_code = pds_admin.create_invite_code(1) if invite_required else None
+            did, _ = client.create_account(LEXICON_HANDLE, LEXICON_EMAIL, password, invite_code=invite_code)
+        except PdsError as exc:
+            if "Handle already taken" not in (exc.message or ""):
+                raise DevStackError(f"creating the lexicon account {LEXICON_HANDLE} failed: {exc}") from None
+            # The account exists but its password was lost: reset it with the admin API.
+            try:
+                did = client.resolve_handle(LEXICON_HANDLE)
+                if did is None:
+                    raise DevStackError(f"{LEXICON_HANDLE} is taken but resolves to no DID") from None
+                pds_admin.update_account_password(did, password)
+            except PdsError as reset_exc:
+                raise DevStackError(f"resetting the lexicon account's password failed: {reset_exc}") from None
+    write_private(paths.lexicon_password, password.reveal() + "\n")
     config["lexicon"] = {"did": did, "handle": LEXICON_HANDLE}
     return did
 
