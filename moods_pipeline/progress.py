@@ -6,6 +6,7 @@ events; in the daemon or the UI nobody listens and this costs nothing.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from typing import Callable
@@ -34,7 +35,14 @@ def notify(event: str, **data) -> None:
 
 
 class ProgressBar:
-    """Users done out of a total, on stderr: a redrawn bar on a terminal, plain lines otherwise."""
+    """Users done out of a total, on stderr: tqdm's redrawn bar on a terminal, plain lines otherwise
+    (a log file or a pipe gets a line every 5% and one per failed user, never carriage returns).
+
+    tqdm rather than our own drawing: it redraws at most ten times a second, so 10,000 advances
+    on a terminal cost 1-2 µs each against 3-13 µs for our former redraw per advance (measured
+    on an 80-column pseudo-terminal). ``advance`` may be called from the threads a run's step
+    uses: one lock.
+    """
 
     def __init__(self, total: int, label: str, stream=None) -> None:
         self.total = max(total, 0)
@@ -44,23 +52,52 @@ class ProgressBar:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self._lock = threading.Lock()
-        self._last_line_at = -1
+        self._bar = None
+        if self.tty and self.total:  # nobody to wait for: no bar
+            from tqdm import tqdm
+
+            # A terminal that reports no size (some containers' pseudo-terminals) would get a
+            # bar 0 columns wide, so nothing: 80 columns then.
+            columns = _columns(self.stream)
+            self._bar = tqdm(total=self.total, desc=self.label, unit="user", file=self.stream, leave=True,
+                             dynamic_ncols=bool(columns), ncols=None if columns else 80)
 
     def advance(self, failed: bool = False, note: str = "") -> None:
         with self._lock:
             self.done += 1
             self.failed += int(failed)
-            if self.tty:
-                width = 30
-                filled = int(width * self.done / self.total) if self.total else width
-                self.stream.write(
-                    f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}"
-                    f"{f' ({self.failed} failed)' if self.failed else ''}"
-                )
+            if self._bar is not None:
+                if failed:
+                    self._bar.set_postfix_str(f"{self.failed} failed", refresh=False)
+                self._bar.update(1)
                 if self.done >= self.total:
-                    self.stream.write("\n")
-            else:
-                step = max(1, self.total // 20)
-                if failed or self.done % step == 0 or self.done == self.total:
-                    self.stream.write(f"{self.label}: {self.done}/{self.total} users{(' ' + note) if note else ''}\n")
-            self.stream.flush()
+                    self._close()
+                return
+            step = max(1, self.total // 20)
+            if failed or self.done % step == 0 or self.done == self.total:
+                self.stream.write(f"{self.label}: {self.done}/{self.total} users{(' ' + note) if note else ''}\n")
+                self.stream.flush()
+
+    def close(self) -> None:
+        """End the bar's line (a run that died before reporting every user leaves it short)."""
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> ProgressBar:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def _columns(stream) -> int:
+    """The width the terminal behind ``stream`` reports, 0 when it reports none."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return 0

@@ -1,6 +1,6 @@
 """`moods-pipeline audit` and `moods-pipeline repair` (docs/interface.md "Command line").
 
-``register(subparsers)`` adds both commands to cli.py's parser. Each runs the Dagster jobs
+``register(subparsers)`` adds both commands to the parser of ``cli.app``. Each runs the Dagster jobs
 in-process against the configured instance (DAGSTER_HOME), so its runs appear in the UI:
 
 - ``audit SELECTOR [--check-logins] [--json]``: ``mood_audit_job`` over the selected users'
@@ -35,6 +35,7 @@ from moods_pipeline.cli.common import (
     say,
     select_for_run,
     select_users,
+    users_without_result,
 )
 from moods_pipeline.settings import load_settings
 
@@ -96,13 +97,9 @@ def run_audit(instance, settings, syncable: list, without_account: list, *, chec
         stop()
     audits = AuditStore(settings.state_dir)
     summaries = [s for run_id in run_ids for s in audits.load_run(run_id)]
-    seen = {s.get("did") for s in summaries}
-    for user in syncable:
-        if user.did not in seen:
-            # A run that died before reporting this user: never counted as in step.
-            summaries.append({"did": user.did, "sub": user.sub, "handle": user.handle,
-                              "unreadable": "no result: its audit run failed before reporting it (see the Dagster UI)",
-                              "by_status": {}, "problems": 0, "moods_live": 0, "moods_valid_live": 0})
+    summaries += [{"did": user.did, "sub": user.sub, "handle": user.handle, "unreadable": reason,
+                   "by_status": {}, "problems": 0, "moods_live": 0, "moods_valid_live": 0}
+                  for user, reason in users_without_result(syncable, (s.get("did") for s in summaries), "audit")]
     if refused:
         store = store or open_store(settings)
         summaries += [engine.refused_user(user, reason, store).summary() for user, reason in refused]
@@ -145,7 +142,7 @@ def _print_audit(total: dict, summaries: list[dict], lines_only: bool = False) -
 
 
 def cmd_audit(args) -> int:
-    from moods_pipeline import progress as progress_mod
+    from moods_pipeline import progress
     from moods_pipeline.sync import audit as engine
 
     settings = load_settings()
@@ -156,12 +153,12 @@ def cmd_audit(args) -> int:
         f"{f', {len(without_account)} without a PDS account counted apart' if without_account else ''}"
         f"{f', {len(refused)} refused (their stored DID cannot be used)' if refused else ''}"
         f"{' (checking logins, paced)' if args.check_logins else ''}")
-    bar = progress_mod.ProgressBar(len(syncable), "audit")
-    total, summaries = run_audit(
-        instance, settings, syncable, without_account, check_logins=args.check_logins,
-        verbose=getattr(args, "verbose", False), defs=getattr(args, "defs", None),
-        on_user_done=lambda data: bar.advance(failed=not data["ok"]), refused=refused, store=store,
-    )
+    with progress.ProgressBar(len(syncable), "audit") as bar:
+        total, summaries = run_audit(
+            instance, settings, syncable, without_account, check_logins=args.check_logins,
+            verbose=getattr(args, "verbose", False), defs=getattr(args, "defs", None),
+            on_user_done=lambda data: bar.advance(failed=not data["ok"]), refused=refused, store=store,
+        )
     _print_audit(total, summaries, lines_only=args.json)
     if args.json:
         print(json.dumps(total))
@@ -228,11 +225,9 @@ def run_repair(instance, settings, syncable: list, without_account: list, *, app
         stop()
     audits = AuditStore(settings.state_dir)
     summaries += [s for run_id in run_ids for s in audits.load_run(run_id, kind="repair")]
-    seen = {s.get("sub") for s in summaries}
-    for user in runnable:
-        if user.sub not in seen:
-            summaries.append({"did": user.did, "sub": user.sub, "handle": user.handle,
-                              "error": "no result: its repair run failed before reporting it (see the Dagster UI)"})
+    summaries += [{"did": user.did, "sub": user.sub, "handle": user.handle, "error": reason}
+                  for user, reason in users_without_result(runnable, (s.get("sub") for s in summaries), "repair",
+                                                           key=lambda user: user.sub)]
     summaries += [{"did": u.did, "sub": u.sub, "handle": u.handle, "no_account": True} for u in without_account]
     total = engine.totals(summaries, dry_run=not apply)
     if apply and syncable:
@@ -272,7 +267,7 @@ def _print_repair(total: dict, summaries: list[dict], verbose: bool) -> None:
 
 
 def cmd_repair(args) -> int:
-    from moods_pipeline import progress as progress_mod
+    from moods_pipeline import progress
     from moods_pipeline.sync import repair as engine
 
     settings = load_settings()
@@ -285,12 +280,12 @@ def cmd_repair(args) -> int:
     say(f"{'repairing' if args.apply else 'dry run: planning the repair of'} {len(syncable) + refused} users"
         f" (nuke policy {settings.nuke_policy}{', ' + ' '.join(flags) if flags else ''})"
         f"{f'; {skipped} without a PDS account skipped' if skipped else ''}")
-    bar = progress_mod.ProgressBar(len(syncable) + refused, "repair")
-    total, summaries = run_repair(
-        instance, settings, syncable, without_account, apply=args.apply, delete_orphans=args.delete_orphans,
-        rewrite_legacy=args.rewrite_legacy, verbose=getattr(args, "verbose", False),
-        defs=getattr(args, "defs", None), on_user_done=lambda data: bar.advance(failed=not data["ok"]),
-    )
+    with progress.ProgressBar(len(syncable) + refused, "repair") as bar:
+        total, summaries = run_repair(
+            instance, settings, syncable, without_account, apply=args.apply, delete_orphans=args.delete_orphans,
+            rewrite_legacy=args.rewrite_legacy, verbose=getattr(args, "verbose", False),
+            defs=getattr(args, "defs", None), on_user_done=lambda data: bar.advance(failed=not data["ok"]),
+        )
     _print_repair(total, summaries, getattr(args, "verbose", False))
     if args.json:
         print(json.dumps(total))

@@ -18,6 +18,7 @@ from moods_pipeline.cli.common import (
     run_job_over_partitions,
     say,
     select_for_run,
+    users_without_result,
 )
 from moods_pipeline.settings import load_settings
 
@@ -36,17 +37,19 @@ def cmd_backfill(args) -> int:
         f"{f', skipping {len(without_account)} without a PDS account' if without_account else ''}"
         f"{f', refusing {len(refused)} whose stored account cannot be used' if refused else ''}")
     started = time.monotonic()
-    bar = progress.ProgressBar(len(syncable), "backfill")
-    stop = progress.listen(lambda event, data: bar.advance(failed=not data["ok"]) if event == "user_done" else None)
-    try:
-        run_ids = run_job_over_partitions(
-            instance,
-            "mood_backfill_job",
-            [u.did for u in syncable],
-            quiet_run_config({"mood_backfill": {"config": {"dry_run": args.dry_run}}}, args.verbose),
-        ) if syncable else []
-    finally:
-        stop()
+    with progress.ProgressBar(len(syncable), "backfill") as bar:
+        stop = progress.listen(
+            lambda event, data: bar.advance(failed=not data["ok"]) if event == "user_done" else None
+        )
+        try:
+            run_ids = run_job_over_partitions(
+                instance,
+                "mood_backfill_job",
+                [u.did for u in syncable],
+                quiet_run_config({"mood_backfill": {"config": {"dry_run": args.dry_run}}}, args.verbose),
+            ) if syncable else []
+        finally:
+            stop()
     results = ResultsStore(settings.state_dir)
     outcomes = [o for run_id in run_ids for o in results.run_backfill(run_id)]
     # Refused users never became partitions: each fails here, alone, with its reason.
@@ -61,10 +64,8 @@ def cmd_backfill(args) -> int:
     summary["users_refused"] = len(refused)
     if args.all:
         summary["moods_without_user"] = store.moods_without_user()
-    reported = {o.did for o in outcomes if not o.no_account}
-    missing = [u for u in syncable if u.did not in reported]
+    missing = users_without_result(syncable, (o.did for o in outcomes if not o.no_account), "backfill")
     if missing:
-        # A run that died before reporting some users: they count as failed, never as done.
         summary["users_failed"] += len(missing)
         say(f"{len(missing)} users have no result: their run failed before reporting them (see the Dagster UI)")
     if not args.dry_run and syncable:

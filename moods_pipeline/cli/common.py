@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import sys
+from typing import Callable, Iterable, TypeVar
 
 from moods_pipeline.settings import DEFAULT_DAGSTER_HOME
 
 EXIT_OK, EXIT_SOMETHING_LEFT, EXIT_USAGE = 0, 1, 2
 
-log = logging.getLogger("moods_pipeline.cli.app")
+T = TypeVar("T")
 
 
 class UsageError(Exception):
@@ -40,13 +40,22 @@ def add_selector(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--first", type=int, metavar="N", help="the first N syncable users ordered by sub")
 
 
+def resolve_users(store, selectors: list[str]) -> list:
+    """The users ``--user`` names, each selector exactly one user; else a usage error (exit 2)
+    naming the selector and, for several matches, the candidates."""
+    from moods_pipeline.storage.mongo import SelectorError
+
+    try:
+        return store.resolve(selectors)
+    except SelectorError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def select_users(store, args) -> tuple[list, list]:
     """(syncable users, users without an account) named by the selector.
 
     A selector that names nobody, or several users, is a usage error (exit 2) before anything
     runs: ``MongoStore.resolve`` never picks one of several."""
-    from moods_pipeline.storage.mongo import SelectorError
-
     if args.all:
         users = store.users_with_moods()
     elif args.first is not None:
@@ -54,10 +63,7 @@ def select_users(store, args) -> tuple[list, list]:
             raise UsageError("--first takes a number of users of at least 1")
         return store.syncable_users()[: args.first], []
     else:
-        try:
-            users = store.resolve(args.user)
-        except SelectorError as exc:
-            raise UsageError(str(exc)) from None
+        users = resolve_users(store, args.user)
     with_moods = store.subs_with_moods()
     syncable = [u for u in users if u.has_account and u.sub in with_moods]
     without_account = [u for u in users if not u.has_account]
@@ -102,6 +108,18 @@ def repair_command(args) -> str:
     return f"moods-pipeline repair {selector} --apply"
 
 
+def users_without_result(selected: Iterable[T], reported: Iterable, command: str,
+                         key: Callable[[T], object] = lambda user: user.did) -> list[tuple[T, str]]:
+    """The selected users that no result names, each with the reason it fails with.
+
+    A run that died before reporting a user (killed, out of memory, a crashed step) leaves it
+    without a result: every command counts it as failed, never as done or in step, so the exit
+    code is 1 (docs/interface.md). ``key`` is what the results name users by (DID or sub)."""
+    seen = set(reported)
+    reason = f"no result: its {command} run failed before reporting it (see the Dagster UI)"
+    return [(user, reason) for user in selected if key(user) not in seen]
+
+
 # -- Dagster plumbing ----------------------------------------------------------------------
 
 
@@ -118,7 +136,6 @@ def dagster_instance():
 def run_job_over_partitions(instance, job_name: str, keys: list[str], run_config: dict, defs=None):
     """Run a partitioned job in-process over the given users, in batched runs; returns run ids."""
     from moods_pipeline.defs.dagster_private import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-
     from moods_pipeline.defs.partitions import PARTITIONS_PER_RUN, USERS_PARTITION, partition_runs
 
     defs = defs or project_definitions()

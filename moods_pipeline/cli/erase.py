@@ -47,30 +47,23 @@ from moods_pipeline.cli.common import (
     open_store,
     project_definitions,
     quiet_run_config,
+    resolve_users,
     run_job,
     say,
     select_users,
+    users_without_result,
 )
 from moods_pipeline.settings import DEFAULT_STATE_DIR, ConfigError, load_settings
 
 __all__ = ["register", "cmd_erase", "cmd_journal", "journal_lines"]
 
 
-
-
 def _selected(store, args) -> list:
     """Users to erase: --user names anyone (moods or not); --all/--first as elsewhere."""
-    from moods_pipeline.storage.mongo import SelectorError
-
     if args.user:
-        try:
-            return store.resolve(args.user)
-        except SelectorError as exc:
-            raise UsageError(str(exc)) from None
+        return resolve_users(store, args.user)
     syncable, without_account = select_users(store, args)
     return list(syncable) + list(without_account)
-
-
 
 
 def cmd_erase(args) -> int:
@@ -92,21 +85,26 @@ def cmd_erase(args) -> int:
     run_id = None
     if users:
         instance = dagster_instance()
-        bar = progress.ProgressBar(len(users), "erase")
-        stop = progress.listen(lambda event, data: bar.advance(failed=not data["ok"]) if event == "user_done" else None)
-        try:
-            config = {"users": [u.sub for u in users], "mode": args.mode, "apply": bool(args.apply)}
-            result = run_job(instance, "erase_job", quiet_run_config({"erase_users": {"config": config}}, verbose),
-                             defs=project_definitions())
-            run_id = result.run_id
-        finally:
-            stop()
+        with progress.ProgressBar(len(users), "erase") as bar:
+            stop = progress.listen(
+                lambda event, data: bar.advance(failed=not data["ok"]) if event == "user_done" else None
+            )
+            try:
+                config = {"users": [u.sub for u in users], "mode": args.mode, "apply": bool(args.apply)}
+                result = run_job(instance, "erase_job",
+                                 quiet_run_config({"erase_users": {"config": config}}, verbose),
+                                 defs=project_definitions())
+                run_id = result.run_id
+            finally:
+                stop()
         report = load_report(settings.state_dir, run_id)
         if report is None:
+            # The op writes its report once, at the end: a run that died before it reported nobody.
+            missing = users_without_result(users, (), "erase", key=lambda user: user.sub)
             say(f"the erase run {run_id} failed before reporting (see the Dagster UI)")
             summary = summarize_erase([], args.mode, not args.apply, time.monotonic() - started)
             summary["users"] = len(users)
-            summary["users_failed"] = len(users)
+            summary["users_failed"] = len(missing)
         else:
             results = [EraseResult(**r) for r in report["users"]]
             summary = summarize_erase(results, args.mode, not args.apply, time.monotonic() - started)
