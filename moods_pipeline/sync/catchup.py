@@ -1,5 +1,5 @@
 """The catch-up logic behind the live sensor: which moods to sync (or delete) now, and the
-attempts/backoff bookkeeping. Plain Python, no Dagster (``sensors_live.py`` is the thin layer).
+attempts/backoff bookkeeping. Plain Python, no Dagster (``defs/live/sensors.py`` is the thin layer).
 
 The application writes a new mood's record itself, live; when that write fails (or was never
 made), the mood stays without an ``atproto.rkey`` pointer. Each tick the sensor asks

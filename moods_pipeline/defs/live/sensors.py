@@ -14,6 +14,9 @@ Thin Dagster layer over ``moods_pipeline.sync.catchup``, ``moods_pipeline.sync.l
   (after recording) if any mood failed, so an outage shows red.
 - ``firehose_sensor`` (every 30 s) drains the firehose for a bounded time and, when mood
   records arrived, requests ``sync_latency_job``.
+
+The settings named here come from the ``pipeline`` resource (``PipelineSettingsResource``: the
+variables bound in definitions.py, parsed by ``moods_pipeline.settings``), evaluated each tick.
 """
 
 # No `from __future__ import annotations` here: Dagster reads the config and resource
