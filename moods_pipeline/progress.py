@@ -27,6 +27,14 @@ def listen(listener: Callable[[str, dict], None]) -> Callable[[], None]:
     return stop
 
 
+def listen_users_done(on_user_done: Callable[[dict], None] | None) -> Callable[[], None]:
+    """Listen to the "user_done" events alone (``label``, ``ok``), what the commands count;
+    returns the function that stops listening. ``None`` listens to nothing."""
+    if on_user_done is None:
+        return lambda: None
+    return listen(lambda event, data: on_user_done(data) if event == "user_done" else None)
+
+
 def notify(event: str, **data) -> None:
     with _lock:
         listeners = list(_listeners)
@@ -77,6 +85,10 @@ class ProgressBar:
             if failed or self.done % step == 0 or self.done == self.total:
                 self.stream.write(f"{self.label}: {self.done}/{self.total} users{(' ' + note) if note else ''}\n")
                 self.stream.flush()
+
+    def user_done(self, data: dict) -> None:
+        """Advance for a "user_done" event (``listen_users_done(bar.user_done)``)."""
+        self.advance(failed=not data["ok"])
 
     def close(self) -> None:
         """End the bar's line (a run that died before reporting every user leaves it short)."""

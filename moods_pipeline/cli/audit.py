@@ -85,9 +85,7 @@ def run_audit(instance, settings, syncable: list, without_account: list, *, chec
 
     defs = _defs(defs)
     started = time.monotonic()
-    stop = progress.listen(
-        lambda event, data: on_user_done(data) if event == "user_done" and on_user_done else None
-    )
+    stop = progress.listen_users_done(on_user_done)
     try:
         run_ids = run_job_over_partitions(
             instance, AUDIT_JOB, [u.did for u in syncable],
@@ -157,7 +155,7 @@ def cmd_audit(args) -> int:
         total, summaries = run_audit(
             instance, settings, syncable, without_account, check_logins=args.check_logins,
             verbose=getattr(args, "verbose", False), defs=getattr(args, "defs", None),
-            on_user_done=lambda data: bar.advance(failed=not data["ok"]), refused=refused, store=store,
+            on_user_done=bar.user_done, refused=refused, store=store,
         )
     _print_audit(total, summaries, lines_only=args.json)
     if args.json:
@@ -209,9 +207,7 @@ def run_repair(instance, settings, syncable: list, without_account: list, *, app
             instance.add_dynamic_partitions(USERS_PARTITION, [d for d in keys if d not in known])
     except Exception as exc:  # noqa: BLE001 - the repair does not need them
         say(f"warning: users partitions not added ({exc}); the repair goes on")
-    stop = progress.listen(
-        lambda event, data: on_user_done(data) if event == "user_done" and on_user_done else None
-    )
+    stop = progress.listen_users_done(on_user_done)
     subs = list(dict.fromkeys(u.sub for u in runnable))
     run_ids = []
     try:
@@ -256,7 +252,7 @@ def _print_repair(total: dict, summaries: list[dict], verbose: bool) -> None:
         for action, rkey, why in (s.get("kept") or [])[:MAX_LINES_PER_USER]:
             say(f"  KEPT {action} rkey {rkey}: {why}")
         if s.get("remaining"):
-            say(f"  left after repair: " + ", ".join(f"{n} {k}" for k, n in s["remaining"].items()))
+            say("  left after repair: " + ", ".join(f"{n} {k}" for k, n in s["remaining"].items()))
     say("repair " + ("(dry run: nothing written; --apply carries it out) " if total["dry_run"] else "") + "summary:")
     for key in ("planned", "applied"):
         for action, n in total[key].items():
@@ -284,7 +280,7 @@ def cmd_repair(args) -> int:
         total, summaries = run_repair(
             instance, settings, syncable, without_account, apply=args.apply, delete_orphans=args.delete_orphans,
             rewrite_legacy=args.rewrite_legacy, verbose=getattr(args, "verbose", False),
-            defs=getattr(args, "defs", None), on_user_done=lambda data: bar.advance(failed=not data["ok"]),
+            defs=getattr(args, "defs", None), on_user_done=bar.user_done,
         )
     _print_repair(total, summaries, getattr(args, "verbose", False))
     if args.json:

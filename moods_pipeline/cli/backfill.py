@@ -38,9 +38,7 @@ def cmd_backfill(args) -> int:
         f"{f', refusing {len(refused)} whose stored account cannot be used' if refused else ''}")
     started = time.monotonic()
     with progress.ProgressBar(len(syncable), "backfill") as bar:
-        stop = progress.listen(
-            lambda event, data: bar.advance(failed=not data["ok"]) if event == "user_done" else None
-        )
+        stop = progress.listen_users_done(bar.user_done)
         try:
             run_ids = run_job_over_partitions(
                 instance,

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import time
 from datetime import date
@@ -53,7 +52,7 @@ from moods_pipeline.cli.common import (
     select_users,
     users_without_result,
 )
-from moods_pipeline.settings import DEFAULT_STATE_DIR, ConfigError, load_settings
+from moods_pipeline.settings import load_settings, read_state_dir
 
 __all__ = ["register", "cmd_erase", "cmd_journal", "journal_lines"]
 
@@ -86,9 +85,7 @@ def cmd_erase(args) -> int:
     if users:
         instance = dagster_instance()
         with progress.ProgressBar(len(users), "erase") as bar:
-            stop = progress.listen(
-                lambda event, data: bar.advance(failed=not data["ok"]) if event == "user_done" else None
-            )
+            stop = progress.listen_users_done(bar.user_done)
             try:
                 config = {"users": [u.sub for u in users], "mode": args.mode, "apply": bool(args.apply)}
                 result = run_job(instance, "erase_job",
@@ -130,17 +127,6 @@ def cmd_erase(args) -> int:
             say(f"  {key:>20}: {value}")
     something_left = summary["users_failed"] > 0 or (args.apply and summary["left"] > 0)
     return EXIT_SOMETHING_LEFT if something_left else EXIT_OK
-
-
-def _state_dir():
-    """``MOODS_STATE_DIR``: the journal needs nothing else, so missing MongoDB or PDS settings
-    (or another setting that is wrong) do not stop it."""
-    from pathlib import Path
-
-    try:
-        return load_settings(connections=False).state_dir
-    except ConfigError:
-        return Path(os.environ.get("MOODS_STATE_DIR") or DEFAULT_STATE_DIR)
 
 
 def _since(text: str | None) -> date | None:
@@ -193,7 +179,7 @@ def cmd_journal(args) -> int:
     from moods_pipeline.storage.journal import read_journal
 
     since = _since(args.since)
-    state_dir = _state_dir()
+    state_dir = read_state_dir()  # the journal needs nothing else: other settings may be wrong
     entries = read_journal(state_dir, since)
     lines, deletions, without_result = journal_lines(entries)
     if args.json:

@@ -29,6 +29,18 @@ def test_listeners_hear_events_until_stopped():
     assert heard == [("user_done", {"label": "@a", "ok": True})]
 
 
+def test_a_bar_counts_the_user_done_events_alone():
+    bar = progress.ProgressBar(2, "erase", stream=io.StringIO())
+    stop = progress.listen_users_done(bar.user_done)
+    progress.notify("batch_written", records=200)
+    progress.notify("user_done", label="@a", ok=True)
+    progress.notify("user_done", label="@b", ok=False)
+    stop()
+    progress.notify("user_done", label="@c", ok=True)
+    assert (bar.done, bar.failed) == (2, 1)
+    progress.listen_users_done(None)()  # listens to nothing, stops without harm
+
+
 def test_off_a_terminal_plain_lines_every_5_percent_and_each_failure():
     stream = io.StringIO()
     with progress.ProgressBar(40, "audit", stream=stream) as bar:
