@@ -28,7 +28,6 @@ from moods_pipeline.cli.common import (
     add_selector,
     dagster_instance,
     open_store,
-    project_definitions,
     quiet_run_config,
     run_job,
     run_job_over_partitions,
@@ -64,10 +63,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_repair)
 
 
-def _defs(defs):
-    return defs if defs is not None else project_definitions()
-
-
 # -- audit ---------------------------------------------------------------------------------
 
 
@@ -83,7 +78,6 @@ def run_audit(instance, settings, syncable: list, without_account: list, *, chec
     from moods_pipeline.storage.audits import AuditStore
     from moods_pipeline.sync import audit as engine
 
-    defs = _defs(defs)
     started = time.monotonic()
     stop = progress.listen_users_done(on_user_done)
     try:
@@ -185,7 +179,6 @@ def run_repair(instance, settings, syncable: list, without_account: list, *, app
     from moods_pipeline.sync import repair as engine
     from moods_pipeline.sync.refusal import partition_key_problem
 
-    defs = _defs(defs)
     started = time.monotonic()
     refused = [u for u in without_account if _refused_credentials(u)]
     without_account = [u for u in without_account if not _refused_credentials(u)]

@@ -44,7 +44,6 @@ from moods_pipeline.cli.common import (
     add_selector,
     dagster_instance,
     open_store,
-    project_definitions,
     quiet_run_config,
     resolve_users,
     run_job,
@@ -88,9 +87,7 @@ def cmd_erase(args) -> int:
             stop = progress.listen_users_done(bar.user_done)
             try:
                 config = {"users": [u.sub for u in users], "mode": args.mode, "apply": bool(args.apply)}
-                result = run_job(instance, "erase_job",
-                                 quiet_run_config({"erase_users": {"config": config}}, verbose),
-                                 defs=project_definitions())
+                result = run_job(instance, "erase_job", quiet_run_config({"erase_users": {"config": config}}, verbose))
                 run_id = result.run_id
             finally:
                 stop()
