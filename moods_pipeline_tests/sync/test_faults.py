@@ -21,6 +21,7 @@ import pymongo
 import pytest
 from pymongo import monitoring
 
+from moods_pipeline import MOOD_COLLECTION
 from moods_pipeline.atproto.client import PdsClient
 from moods_pipeline.cli.common import run_job_over_partitions
 from moods_pipeline.storage.mongo import MongoStore, connect
@@ -31,7 +32,12 @@ from moods_pipeline.sync.writer import WriteOptions
 from moods_pipeline_tests.conftest import create_account
 from moods_pipeline_tests.reliability import reliability_record, tally  # noqa: F401 - fixture
 from moods_pipeline_tests.support.fault_proxy import FaultProxy
-from moods_pipeline_tests.world import add_user, check_invariant, definitions_for, repo_snapshot
+from moods_pipeline_tests.world import (
+    add_user,
+    check_invariant,
+    definitions_for,
+    repo_snapshot,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]  # every test bounded
 
@@ -519,10 +525,18 @@ def test_wrong_credentials_fail_that_user_and_change_no_repo(store, proxy, mongo
     assert {did: repo_snapshot(pds, did) for did in snapshots} == snapshots
     assert proxy.count(nsid=APPLY_WRITES) == 1  # the good user's one batch, nothing else was written
     assert all(m.rkey is None for u in (wrong, other_did) for m in store.moods_of(u.sub))
+    # Measured: the bad users' moods must all still be in Mongo, unsynced and without a record
+    # anywhere (nothing written for them), so a fixed password syncs them later.
+    bad_moods = [m for u in (wrong, other_did) for m in store.moods_of(u.sub) if m.live]
+    bad_ids = {m.id for m in bad_moods}
+    written_for_them = sum(1 for did in snapshots for r in pds.list_records(did, MOOD_COLLECTION)
+                           if r.mood_ref in bad_ids)
     reliability_record(
         "wrong password / DID of another account",
         "one user's stored password wrong; another's stored DID names a third person's account",
-        10, 0, 0,
+        len(wrong.mood_ids) + len(other_did.mood_ids),
+        len(wrong.mood_ids) + len(other_did.mood_ids) - len(bad_moods),
+        written_for_them,
         f"both failed with 'login failed: ... Invalid identifier or password'; {len(before)} repos on the PDS "
         "unchanged (listRepos revs), only the good user's repo got its 5 records",
         section="fault",
