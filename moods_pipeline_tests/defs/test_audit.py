@@ -26,7 +26,11 @@ from moods_pipeline.sync import audit as engine
 from moods_pipeline.sync.backfill import sync_user
 from moods_pipeline.sync.mood_record import build_record
 from moods_pipeline.sync.reconcile import reconcile
-from moods_pipeline_tests.world import add_user, definitions_for, resources_for, store_for
+from moods_pipeline_tests.world import (
+    add_user,
+    definitions_for,
+    store_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -37,27 +41,9 @@ CREATE = "com.atproto.repo.applyWrites#create"
 
 
 def audit_definitions(settings, **pds_options) -> dg.Definitions:
-    """The project's Definitions if they carry the audit already, else the audit's own parts on
-    the same resources (until definitions.py wires them)."""
-    defs = definitions_for(settings, **pds_options)
-    try:
-        defs.resolve_job_def("mood_audit_job")
-        defs.resolve_job_def("mood_repair_job")
-        return defs
-    except Exception:  # noqa: BLE001 - not wired yet
-        pass
-    from moods_pipeline.defs.audit.assets import audit_job, audit_summary, audit_summary_job, mood_audit
-    from moods_pipeline.defs.audit.checks import everyone_in_step
-    from moods_pipeline.defs.audit.schedules import nightly_audit_schedule, nightly_audit_summary_schedule
-    from moods_pipeline.defs.repair.jobs import mood_repair_job
-
-    return dg.Definitions(
-        assets=[mood_audit, audit_summary],
-        asset_checks=[everyone_in_step],
-        jobs=[audit_job, audit_summary_job, mood_repair_job],
-        schedules=[nightly_audit_schedule, nightly_audit_summary_schedule],
-        resources=resources_for(settings, **pds_options),
-    )
+    """The project's real Definitions on the test stack: a job missing from definitions.py fails
+    the tests that resolve it."""
+    return definitions_for(settings, **pds_options)
 
 
 def with_settings(settings, **changes):
