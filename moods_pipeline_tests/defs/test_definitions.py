@@ -18,6 +18,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+# Each test starts Dagster's own command line (and a code server) in a child process.
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[2]
 DAGSTER = str(Path(sys.executable).parent / "dagster")
 SCRUBBED_PREFIXES = ("MONGODB_", "PDS_", "MOODS_", "DAGSTER_")

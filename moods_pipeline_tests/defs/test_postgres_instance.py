@@ -33,6 +33,9 @@ import pytest
 from moods_pipeline.cli.common import run_job_over_partitions
 from moods_pipeline_tests.world import add_user, check_invariant, definitions_for, store_for
 
+# A real PostgreSQL server and Dagster's command line in child processes.
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY_YAML = REPO / "deploy" / "dagster.yaml"
 SYSTEM_PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
@@ -255,6 +258,7 @@ def _pds(settings):
 WRITER_SCRIPT = """
 import json, sys, time
 import dagster as dg
+
 
 @dg.op(pool="moods_pds_writer")
 def write_to_pds():
