@@ -28,6 +28,10 @@ Sinks: the log (always; logger ``moods_pipeline.alerts``, WARNING) and, when
 ``text`` field). The webhook gets a bounded timeout; a webhook that fails is logged and never
 raised, so an alerting outage cannot break a sensor tick or a run.
 
+Links: every alert carries ``url``, the Dagster UI page (``MOODS_UI_URL/runs/<run id>``) of the
+run it is about (the failed run, the run that materialized the summary or latency, recorded the
+login failure or evaluated the check); the webhook's ``text`` ends with it.
+
 Privacy (docs/interface.md): alerts carry ids, DIDs, handles, counts, rates, check and job names, and
 reasons; never mood text, passwords or tokens. Free text that reaches an alert (a run's failure
 message, a check description) goes through :func:`redact` and is cut to a bounded length. The
@@ -49,6 +53,7 @@ import httpx
 
 from moods_pipeline.secret import Secret
 from moods_pipeline.settings import Settings
+from moods_pipeline.ui_links import run_url
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +119,8 @@ class Alert:
     details: Mapping[str, Any] = field(default_factory=dict)
     key: str = ""
     items: Sequence[str] = ()  # one line per user / check / run named (bounded)
+    url: str = ""  # the run (in the Dagster UI, MOODS_UI_URL) that this alert is about
+
 
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
@@ -131,6 +138,8 @@ class Alert:
         body_text = self.text + ("\n" + "\n".join(f"- {line}" for line in lines) if lines else "")
         if more > 0:
             body_text += f"\n- ... and {more} more"
+        if self.url:
+            body_text += f"\nrun: {self.url}"
         return {
             "source": SOURCE,
             "rule": self.rule,
@@ -140,6 +149,7 @@ class Alert:
             "details": {str(k): _fact(v) for k, v in self.details.items()},
             "items": lines,
             "items_total": len(self.items),
+            "url": self.url,
             "text": body_text,
             "sent_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
@@ -180,7 +190,8 @@ def failure_rate_pct(summary: Mapping[str, Any]) -> float | None:
     return round(100.0 * failed / attempted, 2)
 
 
-def sync_failure_rate_alert(summary: Mapping[str, Any], threshold_pct: float, *, key: str = "") -> Alert | None:
+def sync_failure_rate_alert(summary: Mapping[str, Any], threshold_pct: float, *, key: str = "",
+                            url: str = "") -> Alert | None:
     """``sync_failure_rate``: the backfill summary's failure rate above the threshold."""
     rate = failure_rate_pct(summary)
     if rate is None or rate <= threshold_pct:
@@ -203,10 +214,12 @@ def sync_failure_rate_alert(summary: Mapping[str, Any], threshold_pct: float, *,
             "sync_rate_pct": _number(summary, "sync_rate_pct"),
         },
         key=key or "sync_failure_rate",
+        url=url,
     )
 
 
-def latency_alert(p95_s: float | None, threshold_s: float, *, samples: int | None = None, key: str = "") -> Alert | None:
+def latency_alert(p95_s: float | None, threshold_s: float, *, samples: int | None = None, key: str = "",
+                  url: str = "") -> Alert | None:
     """``latency_p95``: live-sync latency p95 (seconds) above the threshold."""
     if p95_s is None or p95_s <= threshold_s:
         return None
@@ -219,6 +232,7 @@ def latency_alert(p95_s: float | None, threshold_s: float, *, samples: int | Non
         title=f"live-sync latency p95 {p95_s:.1f}s is above {threshold_s:g}s",
         details=details,
         key=key or "latency_p95",
+        url=url,
     )
 
 
@@ -227,6 +241,7 @@ class LoginFailure:
     label: str  # @handle, or the DID
     did: str | None
     reason: str  # "login failed: ..." as the backfill reports it (no password: the client scrubs it)
+    url: str = ""  # the run that recorded it
 
 
 def login_failures_alert(failures: Sequence[LoginFailure], *, key: str = "") -> Alert | None:
@@ -241,8 +256,10 @@ def login_failures_alert(failures: Sequence[LoginFailure], *, key: str = "") -> 
         title=f"{len(failures)} users failed to log in to the PDS"
         + (f" ({mismatches} with a DID of another account)" if mismatches else ""),
         details={"users": len(failures), "did_mismatch": mismatches},
-        items=[f"{f.label} ({f.did or '?'}): {redact(f.reason, limit=240)}" for f in failures],
+        items=[f"{f.label} ({f.did or '?'}): {redact(f.reason, limit=240)}" + (f" [run {f.url}]" if f.url else "")
+               for f in failures],
         key=key or "login_failures",
+        url=next((f.url for f in reversed(failures) if f.url), ""),
     )
 
 
@@ -253,6 +270,7 @@ class CheckFailure:
     severity: str = "ERROR"  # Dagster's AssetCheckSeverity name
     partition: str | None = None
     facts: Mapping[str, Any] = field(default_factory=dict)  # numeric metadata of the evaluation
+    url: str = ""  # the run that evaluated it
 
 
 def failed_checks_alert(failures: Sequence[CheckFailure], *, key: str = "") -> Alert | None:
@@ -264,7 +282,7 @@ def failed_checks_alert(failures: Sequence[CheckFailure], *, key: str = "") -> A
     for f in failures:
         facts = ", ".join(f"{k}={v}" for k, v in list(f.facts.items())[:6])
         where = f"{f.asset}:{f.check}" + (f" [{f.partition}]" if f.partition else "")
-        items.append(f"{where} ({f.severity})" + (f": {facts}" if facts else ""))
+        items.append(f"{where} ({f.severity})" + (f": {facts}" if facts else "") + (f" [run {f.url}]" if f.url else ""))
     names = sorted({f"{f.asset}:{f.check}" for f in failures})
     return Alert(
         rule="check_failed",
@@ -274,6 +292,7 @@ def failed_checks_alert(failures: Sequence[CheckFailure], *, key: str = "") -> A
         details={"evaluations": len(failures), "checks": len(names)},
         items=items,
         key=key or "check_failed",
+        url=next((f.url for f in reversed(failures) if f.url), ""),
     )
 
 
@@ -290,8 +309,9 @@ def run_failed_alert(job_name: str, run_id: str, message: str | None, *, tags: M
     ):
         if tags.get(tag):
             details[name] = tags[tag]
-    if ui_url:
-        details["url"] = f"{ui_url.rstrip('/')}/runs/{run_id}"
+    url = run_url(ui_url, run_id) if ui_url else ""
+    if url:
+        details["url"] = url
     lines = [line for line in redact(message).splitlines() if line.strip()]
     return Alert(
         rule="run_failed",
@@ -300,6 +320,7 @@ def run_failed_alert(job_name: str, run_id: str, message: str | None, *, tags: M
         details=details,
         items=lines[1:],
         key=f"run_failed:{run_id}",
+        url=url,
     )
 
 

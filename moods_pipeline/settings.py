@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlsplit
 
+from upath import UPath
+
 from moods_pipeline.secret import Secret
 
 STACK_DIR = Path(".moods/stack")
@@ -37,8 +39,9 @@ VARIABLES = (
     "MOODS_CATCHUP_BATCH", "MOODS_CATCHUP_RUNS_PER_TICK", "MOODS_CATCHUP_BACKOFF_S",
     "MOODS_CATCHUP_MAX_ATTEMPTS", "MOODS_CATCHUP_MAX_AGE_S", "MOODS_ROLLOUT",
     "MOODS_ALERT_FAILURE_RATE_PCT", "MOODS_ALERT_LATENCY_P95_S", "MOODS_ALERT_WEBHOOK_URL",
-    "MOODS_LEXICON_ACCOUNT", "MOODS_LEXICON_PASSWORD",
+    "MOODS_LEXICON_ACCOUNT", "MOODS_LEXICON_PASSWORD", "MOODS_UI_URL",
 )
+DEFAULT_UI_URL = "http://127.0.0.1:3000"
 
 
 class ConfigError(Exception):
@@ -53,7 +56,7 @@ class Settings:
     pds_admin_password: Secret | None
     nuke_policy: str = "keep"
     when_tolerance_ms: int = 1000
-    state_dir: Path = DEFAULT_STATE_DIR
+    state_dir: UPath = DEFAULT_STATE_DIR  # a local path or an object-store URL: parse_state_dir
     catchup_grace_s: float = 120.0
     catchup_batch: int = 100
     catchup_runs_per_tick: int = 4
@@ -66,6 +69,7 @@ class Settings:
     alert_webhook_url: Secret | None = field(default=None, repr=False)  # Slack-style URLs embed a token
     lexicon_account: str | None = None
     lexicon_password: Secret | None = field(default=None, repr=False)
+    ui_url: str = DEFAULT_UI_URL  # the Dagster UI that links in alerts and CLI output point to
     from_local_stack: bool = False
 
 
@@ -87,11 +91,35 @@ def is_set(name: str, env: Mapping[str, str] | None = None) -> bool:
     return bool(env.get(name))
 
 
-def read_state_dir(env: Mapping[str, str] | None = None) -> Path:
+def parse_state_dir(value: str | os.PathLike) -> UPath:
+    """A state dir as a path: a local path (or ``file://`` URL) stays a ``pathlib.Path`` (a local
+    UPath); a URL (``s3://bucket/prefix``) becomes the fsspec-backed UPath of its protocol, with
+    listings never cached (other processes and hosts write there too). Credentials and endpoint
+    are the object store's own variables (for S3 those botocore reads), never read here."""
+    if isinstance(value, UPath):
+        if value.protocol in ("file", "local"):
+            return UPath(value.path)
+        return value
+    text = os.fspath(value)
+    if "://" not in text:
+        return UPath(text)
+    if text.startswith(("file://", "local://")):
+        return UPath(UPath(text).path)
+    protocol = text.split("://", 1)[0]
+    if protocol in ("s3", "s3a") and not urlsplit(text).netloc:
+        raise ConfigError(f"MOODS_STATE_DIR={text!r} names no bucket (s3://bucket/prefix)")
+    try:
+        # Another process may add objects at any time: a cached listing would hide them.
+        return UPath(text.rstrip("/"), use_listings_cache=False)
+    except (ValueError, ImportError) as exc:
+        raise ConfigError(f"MOODS_STATE_DIR={text!r}: {exc}") from None
+
+
+def read_state_dir(env: Mapping[str, str] | None = None) -> UPath:
     """``MOODS_STATE_DIR`` alone, for commands that need nothing else (the journal): another
     setting that is wrong, or a missing MongoDB or PDS, does not stop them."""
     env = os.environ if env is None else env
-    return Path(env.get("MOODS_STATE_DIR") or DEFAULT_STATE_DIR)
+    return parse_state_dir(env.get("MOODS_STATE_DIR") or DEFAULT_STATE_DIR)
 
 
 def _number(env: Mapping[str, str], name: str, default, kind=float, minimum: int = 0):
@@ -146,6 +174,14 @@ def _webhook_url(env: Mapping[str, str]) -> Secret | None:
         # The value is a secret (Slack-style URLs embed a token): the message names the variable only.
         raise ConfigError("MOODS_ALERT_WEBHOOK_URL must be an http:// or https:// URL")
     return Secret(raw)
+
+
+def _ui_url(env: Mapping[str, str]) -> str:
+    raw = (env.get("MOODS_UI_URL") or "").strip() or DEFAULT_UI_URL
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"MOODS_UI_URL={raw!r} must be an http:// or https:// URL")
+    return raw.rstrip("/")
 
 
 def load_settings(
@@ -231,5 +267,6 @@ def load_settings(
         alert_webhook_url=_webhook_url(env),
         lexicon_account=lexicon_account,
         lexicon_password=lexicon_password,
+        ui_url=_ui_url(env),
         from_local_stack=stack is not None and not env.get("MONGODB_CONNECTION_STRING"),
     )

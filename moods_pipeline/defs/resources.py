@@ -49,6 +49,7 @@ PIPELINE_VARIABLES = {
     "alert_failure_rate_pct": "MOODS_ALERT_FAILURE_RATE_PCT",
     "alert_latency_p95_s": "MOODS_ALERT_LATENCY_P95_S",
     "alert_webhook_url": "MOODS_ALERT_WEBHOOK_URL",
+    "ui_url": "MOODS_UI_URL",
 }
 
 
@@ -146,6 +147,7 @@ class PipelineSettingsResource(dg.ConfigurableResource):
     alert_failure_rate_pct: Optional[str] = None
     alert_latency_p95_s: Optional[str] = None
     alert_webhook_url: Optional[str] = None  # a secret: bind it with EnvVar, never a literal
+    ui_url: Optional[str] = None  # the Dagster UI's base URL, for links in metadata and alerts
 
     def settings(self) -> Settings:
         return _settings_of(self, PIPELINE_VARIABLES, connections=False)

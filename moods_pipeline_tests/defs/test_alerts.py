@@ -401,6 +401,45 @@ def test_run_failure_sensor_sends_the_failure(dagster_instance, receiver):
     assert body["details"]["job"] == "mood_backfill_job" and body["details"]["run_id"] == result.run_id
     assert any("@alice (did:plc:aaa): login failed" in item for item in body["items"])
     assert PASSWORD not in receiver.raw[0].decode()
+    # The alert links to the failed run in the UI (MOODS_UI_URL, the local default here).
+    assert body["url"] == f"http://127.0.0.1:3000/runs/{result.run_id}" and body["text"].endswith(body["url"])
+
+
+def test_every_health_alert_links_to_the_run_it_is_about(dagster_instance, receiver):
+    """Summary, latency, login failure and failed check, each recorded by a real run: each alert's
+    url is MOODS_UI_URL/runs/<that run's id>."""
+
+    @dg.op
+    def record_everything():
+        yield dg.AssetMaterialization(asset_key="backfill_summary",
+                                      metadata={"created": 90, "already_synced": 0, "failed": 10})
+        yield dg.AssetMaterialization(asset_key="sync_latency", metadata={"samples": 3, "p95_s": 900.0})
+        yield dg.AssetObservation(asset_key="mood_backfill", metadata={
+            "did": "did:plc:badpw", "handle": "@alice", "error": "login failed: HTTP 401"})
+        yield dg.AssetCheckEvaluation(asset_key=dg.AssetKey("mood_audit"), check_name="no_problems", passed=False,
+                                      metadata={"problems": 2}, severity=dg.AssetCheckSeverity.ERROR)
+        yield dg.Output(None)
+
+    @dg.job
+    def recorder():
+        record_everything()
+
+    run_id = recorder.execute_in_process(instance=dagster_instance).run_id
+    _, health = build_ops_sensors(notifier_factory=lambda: webhook_notifier(receiver.url))
+    ui = {"pipeline": PipelineSettingsResource(ui_url="https://dagster.example.org/")}
+    health(dg.build_sensor_context(instance=dagster_instance, definitions=stub_definitions(health), resources=ui))
+    by_rule = {b["rule"]: b for b in receiver.bodies}
+    assert set(by_rule) == {"sync_failure_rate", "latency_p95", "login_failures", "check_failed"}
+    for body in by_rule.values():
+        assert body["url"] == f"https://dagster.example.org/runs/{run_id}", body["rule"]
+        assert body["text"].endswith(body["url"])
+    assert by_rule["login_failures"]["items"][0].endswith(f"[run https://dagster.example.org/runs/{run_id}]")
+
+
+def test_a_bad_ui_url_is_refused_naming_the_variable():
+    with pytest.raises(ConfigError, match="MOODS_UI_URL"):
+        load_settings(env={"MOODS_UI_URL": "dagster.example.org"}, connections=False)
+    assert load_settings(env={}, connections=False).ui_url == "http://127.0.0.1:3000"
 
 
 def test_ops_sensors_load_in_definitions():

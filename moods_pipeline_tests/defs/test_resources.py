@@ -46,6 +46,7 @@ PLAIN = {
     "MOODS_CATCHUP_MAX_AGE_S": "86400",
     "MOODS_ALERT_FAILURE_RATE_PCT": "2.5",
     "MOODS_ALERT_LATENCY_P95_S": "120",
+    "MOODS_UI_URL": "https://dagster.example.org",
 }
 
 

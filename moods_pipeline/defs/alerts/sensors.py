@@ -16,7 +16,8 @@
 No duplicate alerts: the health sensor's cursor holds the storage ids it has evaluated (the
 summary and latency materializations, and the event-log position for observations and check
 evaluations), so each event alerts at most once; the run-failure sensor has Dagster's own cursor.
-Several events of one kind in one tick make one alert. Alerts go to the log and, when
+Several events of one kind in one tick make one alert. Every alert links to its run in the UI
+(``MOODS_UI_URL/runs/<run id>``). Alerts go to the log and, when
 ``MOODS_ALERT_WEBHOOK_URL`` is set, to that webhook. Thresholds and webhook come from the
 ``pipeline`` resource (``PipelineSettingsResource``), resolved when the sensor runs, in the daemon.
 
@@ -31,7 +32,7 @@ from typing import Callable, Optional
 
 import dagster as dg
 
-from moods_pipeline import alerts
+from moods_pipeline import alerts, ui_links
 from moods_pipeline.defs.dagster_private import AssetCheckExecutionRecordStatus
 from moods_pipeline.defs.resources import PipelineSettingsResource
 
@@ -80,6 +81,10 @@ def _partition_of(record) -> Optional[str]:
     return getattr(event, "partition", None)
 
 
+def _run_link(ui_url: Optional[str], run_id: Optional[str]) -> str:
+    return ui_links.run_url(ui_url, run_id) if ui_url and run_id else ""
+
+
 def _latest_materialization(instance, key):
     records = instance.fetch_materializations(key, limit=1).records
     return records[0] if records else None
@@ -125,7 +130,7 @@ def _events_after(fetch, key, after: int):
         after = page[-1].storage_id
 
 
-def _login_failure(record) -> Optional[alerts.LoginFailure]:
+def _login_failure(record, ui_url: Optional[str] = None) -> Optional[alerts.LoginFailure]:
     metadata = _metadata_of(record)
     reason = next((str(_value(metadata[k])) for k in LOGIN_FIELDS
                    if k in metadata and str(_value(metadata[k]) or "").startswith("login failed")), None)
@@ -133,10 +138,11 @@ def _login_failure(record) -> Optional[alerts.LoginFailure]:
         return None
     handle = str(_value(metadata.get("handle")) or "")
     did = str(_value(metadata.get("did")) or "") or _partition_of(record)
-    return alerts.LoginFailure(label=handle if handle.startswith("@") else (did or "?"), did=did, reason=reason)
+    return alerts.LoginFailure(label=handle if handle.startswith("@") else (did or "?"), did=did, reason=reason,
+                               url=_run_link(ui_url, record.run_id))
 
 
-def login_failures_since(instance, cursor: dict, asset_keys) -> list:
+def login_failures_since(instance, cursor: dict, asset_keys, ui_url: Optional[str] = None) -> list:
     """Login failures recorded in asset metadata after the cursor; advances it (per asset).
 
     Read from the ``error`` or ``login`` metadata of observations of every asset (a user the
@@ -151,7 +157,7 @@ def login_failures_since(instance, cursor: dict, asset_keys) -> list:
         seen = cursor[kind].get(name, 0)
         for record in _events_after(fetch, key, seen):
             seen = max(seen, record.storage_id)
-            failure = _login_failure(record)
+            failure = _login_failure(record, ui_url)
             if failure is not None:
                 failures.append(failure)
         if seen:
@@ -159,7 +165,7 @@ def login_failures_since(instance, cursor: dict, asset_keys) -> list:
     return failures
 
 
-def _check_failure(record):
+def _check_failure(record, ui_url: Optional[str] = None):
     evaluation = record.event.dagster_event.event_specific_data if record.event else None
     if evaluation is None or getattr(evaluation, "passed", True):
         return None
@@ -175,10 +181,12 @@ def _check_failure(record):
         severity=str(severity),
         partition=getattr(record, "partition", None),
         facts=facts,
+        url=_run_link(ui_url, getattr(record, "run_id", None)),
     )
 
 
-def failed_checks_since(instance, cursor: dict, check_keys, now: Optional[float] = None) -> list:
+def failed_checks_since(instance, cursor: dict, check_keys, now: Optional[float] = None,
+                        ui_url: Optional[str] = None) -> list:
     """Check evaluations that did not pass, newer than the cursor (per check); advances it.
 
     An execution's id is given when it is planned; one still planned is remembered (for a day)
@@ -198,7 +206,7 @@ def failed_checks_since(instance, cursor: dict, check_keys, now: Optional[float]
                 if now - record.create_timestamp < PENDING_MAX_AGE_S:
                     still_pending.add(record.id)
                 continue
-            failure = _check_failure(record)
+            failure = _check_failure(record, ui_url)
             if failure is not None:
                 failures.append(failure)
         completed = [r.id for r in records if r.status != AssetCheckExecutionRecordStatus.PLANNED]
@@ -211,18 +219,19 @@ def failed_checks_since(instance, cursor: dict, check_keys, now: Optional[float]
     return failures
 
 
-def summary_alert_since(instance, cursor: dict, thresholds: alerts.AlertThresholds):
+def summary_alert_since(instance, cursor: dict, thresholds: alerts.AlertThresholds, ui_url: Optional[str] = None):
     record = _latest_materialization(instance, SUMMARY_ASSET)
     if record is None or record.storage_id <= cursor["summary"]:
         return None
     cursor["summary"] = record.storage_id
     metadata = record.asset_materialization.metadata or {}
     return alerts.sync_failure_rate_alert(
-        metadata, thresholds.failure_rate_pct, key=f"sync_failure_rate:{record.storage_id}"
+        metadata, thresholds.failure_rate_pct, key=f"sync_failure_rate:{record.storage_id}",
+        url=_run_link(ui_url, record.run_id),
     )
 
 
-def latency_alert_since(instance, cursor: dict, thresholds: alerts.AlertThresholds):
+def latency_alert_since(instance, cursor: dict, thresholds: alerts.AlertThresholds, ui_url: Optional[str] = None):
     latest = _latest_materialization(instance, LATENCY_ASSET)
     if latest is None or latest.storage_id <= cursor["latency"]:
         return None
@@ -234,23 +243,25 @@ def latency_alert_since(instance, cursor: dict, thresholds: alerts.AlertThreshol
         return None
     return alerts.latency_alert(
         float(p95), thresholds.latency_p95_s, samples=samples if isinstance(samples, int) else None,
-        key=f"latency_p95:{latest.storage_id}",
+        key=f"latency_p95:{latest.storage_id}", url=_run_link(ui_url, latest.run_id),
     )
 
 
-def evaluate_health(instance, raw_cursor: Optional[str], thresholds: alerts.AlertThresholds, repository_def=None):
+def evaluate_health(instance, raw_cursor: Optional[str], thresholds: alerts.AlertThresholds, repository_def=None,
+                    ui_url: Optional[str] = None):
     """(alerts, new cursor) for what landed since ``raw_cursor``; only reads the instance.
 
     ``repository_def`` (the sensor's code location) names the assets whose observations are read
-    and the asset checks whose evaluations are read; without it, only ``mood_backfill``."""
+    and the asset checks whose evaluations are read; without it, only ``mood_backfill``. ``ui_url``
+    (MOODS_UI_URL): each alert links to the run it is about."""
     cursor = _load_cursor(raw_cursor)
-    logins = login_failures_since(instance, cursor, _asset_keys(repository_def))
-    checks = failed_checks_since(instance, cursor, _check_keys(repository_def))
+    logins = login_failures_since(instance, cursor, _asset_keys(repository_def), ui_url=ui_url)
+    checks = failed_checks_since(instance, cursor, _check_keys(repository_def), ui_url=ui_url)
     position = json.dumps([cursor["observations"], cursor["materializations"], cursor["checks"]], sort_keys=True)
     position = hashlib.sha256(position.encode()).hexdigest()[:12]
     found = [
-        summary_alert_since(instance, cursor, thresholds),
-        latency_alert_since(instance, cursor, thresholds),
+        summary_alert_since(instance, cursor, thresholds, ui_url),
+        latency_alert_since(instance, cursor, thresholds, ui_url),
         alerts.login_failures_alert(logins, key=f"login_failures:{position}"),
         alerts.failed_checks_alert(checks, key=f"check_failed:{position}"),
     ]
@@ -297,7 +308,8 @@ def build_ops_sensors(
         message = "\n".join(
             part for part in ((context.failure_event.message or "").strip(), _step_failure_lines(context)) if part
         )
-        alert = alerts.run_failed_alert(run.job_name, run.run_id, message, tags=dict(run.tags or {}))
+        alert = alerts.run_failed_alert(run.job_name, run.run_id, message, tags=dict(run.tags or {}),
+                                        ui_url=pipeline.settings().ui_url)
         delivered = make_notifier(pipeline).notify([alert])
         context.log.info(f"alert {alert.rule} for run {run.run_id}: {delivered[0].sinks if delivered else {}}")
 
@@ -312,7 +324,7 @@ def build_ops_sensors(
     )
     def moods_health_alerts(context: dg.SensorEvaluationContext, pipeline: PipelineSettingsResource):
         found, cursor = evaluate_health(context.instance, context.cursor, make_thresholds(pipeline),
-                                        context.repository_def)
+                                        context.repository_def, ui_url=pipeline.settings().ui_url)
         if found:
             make_notifier(pipeline).notify(found)
             for alert in found:
