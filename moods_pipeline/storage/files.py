@@ -1,5 +1,20 @@
-"""The pipeline's own files under MOODS_STATE_DIR: one naming rule for keys (DIDs, subs, run ids)
-and one atomic writer."""
+"""The pipeline's own files under MOODS_STATE_DIR: where they are (a local directory or an
+object-store URL such as ``s3://bucket/prefix``), one naming rule for keys (DIDs, subs, run ids),
+and one way to write, read and list them.
+
+Every store takes the state dir through :func:`state_path` and builds paths with ``/``; none
+opens, renames or lists a file itself, so the same code runs on a local disk and on S3 (through
+fsspec and universal-pathlib; credentials and endpoint come from the standard AWS variables,
+``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``,
+read by botocore, never by this project, so they are never logged).
+
+- A write replaces a whole file or object: on a local disk a temporary file beside it, then one
+  rename (readers see the old file or the new one; ``durable`` adds fsyncs for the journal);
+  on an object store one PUT of the whole object, which is atomic there (no rename dance).
+- Nothing is appended on an object store (it cannot be): append-style records (the deletion
+  journal, a run's per-user lines) are one object per entry there; see journal.py.
+- Listings are never cached: another process or host may have written since.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +22,21 @@ import hashlib
 import json
 import os
 import tempfile
-from pathlib import Path
-from typing import Callable
+from pathlib import Path, PurePath
+from typing import Any, Callable, Iterable
+
+from upath import UPath
+
+from moods_pipeline.settings import parse_state_dir
 
 MAX_NAME = 200  # characters of a file name made from a key (file systems allow 255 bytes)
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-%")
+
+__all__ = [
+    "MAX_NAME", "safe_name", "state_path", "is_local", "write_atomic", "write_bytes_atomic",
+    "write_json_atomic", "read_bytes", "read_json", "list_files", "read_many", "remove", "exists",
+    "arrow_paths", "read_parquet",
+]
 
 
 def safe_name(key: str) -> str:
@@ -39,26 +64,192 @@ def safe_name(key: str) -> str:
     return name
 
 
+# --- where -------------------------------------------------------------------------------------
 
-def write_atomic(path: Path, write: Callable[[str], None]) -> None:
-    """Create or replace ``path`` whole: ``write(tmp)`` fills a temporary file beside it, which
-    then replaces ``path`` in one rename (readers see the old file or the new one, never a part;
-    a failed write leaves the old file and no temporary one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+
+def state_path(value: str | os.PathLike | UPath) -> UPath:
+    """MOODS_STATE_DIR (or any path under it) as a path: a local path (``file://`` URLs
+    included) stays a ``pathlib.Path`` (a local UPath), a URL (``s3://bucket/prefix``) becomes
+    the fsspec-backed UPath of its protocol (``settings.parse_state_dir``, the one rule)."""
+    if isinstance(value, UPath) and not value.protocol:
+        return value
+    if isinstance(value, PurePath):
+        return UPath(value)
+    return parse_state_dir(value)
+
+
+def is_local(path: str | os.PathLike | UPath) -> bool:
+    """Whether ``path`` is on the local file system (tmp+rename works) or on an object store."""
+    return isinstance(state_path(path), Path)
+
+
+# --- writing -----------------------------------------------------------------------------------
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str | os.PathLike | UPath, write: Callable[[str], None], *, durable: bool = False) -> None:
+    """Create or replace ``path`` whole: ``write(tmp)`` fills a local temporary file, which then
+    becomes ``path`` in one step (readers see the old file or the new one, never a part; a
+    failed write leaves the old file and no temporary one).
+
+    Local: the temporary file lies beside ``path`` and replaces it in one rename; with
+    ``durable`` it is fsynced first and the folder after, so it survives a crash once this
+    returns. Object store: the temporary file is uploaded as one object (a PUT is atomic and
+    durable there when it returns)."""
+    path = state_path(path)
+    if isinstance(path, Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+        os.close(fd)
+        try:
+            write(tmp)
+            if durable:
+                with open(tmp, "rb+") as handle:
+                    os.fsync(handle.fileno())
+            os.replace(tmp, path)
+            if durable:
+                _fsync_dir(path.parent)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return
+    fd, tmp = tempfile.mkstemp(prefix="moods-upload-", suffix=path.suffix)
     os.close(fd)
     try:
         write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        # Whole file, one object: never a streamed upload, which would leave a partial object
+        # if ``write`` failed halfway.
+        path.fs.put_file(tmp, path.path)
+    finally:
+        os.unlink(tmp)
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    def dump(tmp: str) -> None:
-        with open(tmp, "w") as handle:
-            json.dump(data, handle, sort_keys=True)
+def write_bytes_atomic(path: str | os.PathLike | UPath, data: bytes, *, durable: bool = False) -> None:
+    path = state_path(path)
+    if isinstance(path, Path):
+        write_atomic(path, lambda tmp: Path(tmp).write_bytes(data), durable=durable)
+    else:
+        path.fs.pipe_file(path.path, data)  # one PUT of the whole object
 
-    write_atomic(path, dump)
+
+def write_json_atomic(path: str | os.PathLike | UPath, data: Any, *, durable: bool = False) -> None:
+    write_bytes_atomic(path, json.dumps(data, sort_keys=True).encode(), durable=durable)
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+
+def read_bytes(path: str | os.PathLike | UPath) -> bytes | None:
+    """The file's bytes, or None if there is no such file."""
+    path = state_path(path)
+    try:
+        if isinstance(path, Path):
+            return path.read_bytes()
+        return path.fs.cat_file(path.path)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+
+
+def read_json(path: str | os.PathLike | UPath) -> Any | None:
+    """The parsed JSON file, or None if there is none (a malformed file is an error)."""
+    data = read_bytes(path)
+    return None if data is None else json.loads(data)
+
+
+def exists(path: str | os.PathLike | UPath) -> bool:
+    path = state_path(path)
+    return path.exists()
+
+
+def list_files(folder: str | os.PathLike | UPath, suffix: str = "") -> list[UPath]:
+    """The files directly in ``folder`` whose names end with ``suffix``, sorted by name; [] if
+    the folder does not exist. Temporary files of a write in progress are left out."""
+    folder = state_path(folder)
+    if isinstance(folder, Path):
+        if not folder.is_dir():
+            return []
+        found = [p for p in folder.iterdir() if p.name.endswith(suffix) and not p.name.startswith(".tmp-")
+                 and p.is_file()]
+        return sorted(found, key=lambda p: p.name)
+    try:
+        entries = folder.fs.ls(folder.path, detail=True, refresh=True)
+    except FileNotFoundError:
+        return []
+    names = sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "file")
+    return [folder / name for name in names if name.endswith(suffix)]
+
+
+def read_many(paths: Iterable[str | os.PathLike | UPath]) -> dict[str, bytes]:
+    """The bytes of each of ``paths`` that exists, by ``str(path)``; concurrent requests on an
+    object store (one GET each), so reading a thousand small files is not a thousand round trips
+    in a row."""
+    paths = [state_path(p) for p in paths]
+    out: dict[str, bytes] = {}
+    remote: dict[Any, list[UPath]] = {}
+    for path in paths:
+        if isinstance(path, Path):
+            data = read_bytes(path)
+            if data is not None:
+                out[str(path)] = data
+        else:
+            remote.setdefault(id(path.fs), []).append(path)
+    for group in remote.values():
+        fs = group[0].fs
+        by_key = {p.path: p for p in group}
+        got = fs.cat(list(by_key), on_error="omit")
+        for key, data in got.items():
+            path = by_key.get(key) or by_key.get(key.rstrip("/"))
+            if path is not None and isinstance(data, bytes):
+                out[str(path)] = data
+    return out
+
+
+def remove(path: str | os.PathLike | UPath) -> bool:
+    """Delete the file; False if there was none."""
+    path = state_path(path)
+    try:
+        if isinstance(path, Path):
+            path.unlink()
+        else:
+            if not path.fs.exists(path.path):
+                return False
+            path.fs.rm_file(path.path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+# --- Parquet through pyarrow -------------------------------------------------------------------
+
+
+def arrow_paths(paths: Iterable[str | os.PathLike | UPath]):
+    """``(names, filesystem)`` for pyarrow (``pq.read_table``, ``ds.dataset``): local paths
+    with no filesystem, object-store paths with their fsspec filesystem (all of one store)."""
+    paths = [state_path(p) for p in paths]
+    remote = [p for p in paths if not isinstance(p, Path)]
+    if not remote:
+        return [str(p) for p in paths], None
+    if len(remote) != len(paths) or len({id(p.fs) for p in remote}) != 1:
+        raise ValueError("pyarrow reads one store at a time")
+    return [p.path for p in remote], remote[0].fs
+
+
+def read_parquet(path: str | os.PathLike | UPath, **kwargs):
+    """One Parquet file as an Arrow table."""
+    import pyarrow.parquet as pq
+
+    [name], filesystem = arrow_paths([path])
+    return pq.read_table(name, filesystem=filesystem, **kwargs)

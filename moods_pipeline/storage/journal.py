@@ -12,7 +12,13 @@ lines under ``MOODS_STATE_DIR/journal/<UTC date>.jsonl``:
   ``kept``) and ``error`` (the reason, for a failure) and ``deleted`` (rkeys found gone).
 
 An intent without a result is a deletion whose outcome nobody saw (a crash or a kill): the next
-audit tells what is on the PDS. Lines never carry mood text, passwords or tokens: ids, rkeys,
+audit tells what is on the PDS.
+
+``MOODS_STATE_DIR`` may be an object-store URL (``s3://bucket/prefix``), where nothing can be
+appended and two writers must never overwrite each other: there each line is an object of its
+own, ``journal/<UTC date>/<UTC time to the microsecond>-<uuid>.json``, written whole (one PUT)
+before the request it announces is sent. ``read_journal`` reads both layouts, wherever they are,
+and sorts by time. Lines never carry mood text, passwords or tokens: ids, rkeys,
 DIDs, handles and reasons only. Plain Python, no Dagster.
 """
 
@@ -27,7 +33,10 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from upath import UPath
+
 from moods_pipeline import MOOD_COLLECTION
+from moods_pipeline.storage.files import list_files, read_bytes, read_many, state_path, write_bytes_atomic
 
 __all__ = ["DeletionJournal", "DeletionTarget", "read_journal", "journal_dir"]
 
@@ -35,8 +44,8 @@ ACCOUNT, RECORDS = "account", "records"
 DELETED, FAILED, KEPT = "deleted", "failed", "kept"
 
 
-def journal_dir(state_dir: Path | str) -> Path:
-    return Path(state_dir) / "journal"
+def journal_dir(state_dir: str | os.PathLike | UPath) -> UPath:
+    return state_path(state_dir) / "journal"
 
 
 def _now() -> datetime:
@@ -57,7 +66,7 @@ class DeletionTarget(dict):
 class DeletionJournal:
     """Appends intent and result lines for one command or run; safe to share between threads."""
 
-    def __init__(self, state_dir: Path | str, *, command: str, run_id: str | None = None) -> None:
+    def __init__(self, state_dir: str | os.PathLike | UPath, *, command: str, run_id: str | None = None) -> None:
         self.folder = journal_dir(state_dir)
         self.command = command
         self.run_id = run_id
@@ -67,6 +76,12 @@ class DeletionJournal:
         moment = _now()
         entry = {"at": _iso(moment), "command": self.command, "run_id": self.run_id, **entry}
         line = (json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n").encode()
+        if not isinstance(self.folder, Path):
+            # One object per line: a PUT is whole and durable when it returns, and the name
+            # (time, then a random part) never collides with another writer's.
+            name = f"{moment.strftime('%Y%m%dT%H%M%S.%fZ')}-{uuid.uuid4().hex}.json"
+            write_bytes_atomic(self.folder / moment.date().isoformat() / name, line)
+            return
         with self._lock:
             self.folder.mkdir(parents=True, exist_ok=True)
             path = self.folder / f"{moment.date().isoformat()}.jsonl"
@@ -121,23 +136,59 @@ class DeletionJournal:
         self.result(entry_id, DELETED, deleted=[t["rkey"] for t in targets if t.get("rkey")])
 
 
-def read_journal(state_dir: Path | str, since: date | None = None) -> list[dict]:
-    """Every journal line (oldest first), from ``since`` (a UTC date) on when given. A torn last
-    line (a process killed mid-write) is skipped, not fatal."""
-    folder = journal_dir(state_dir)
-    if not folder.exists():
-        return []
-    entries: list[dict] = []
-    for path in sorted(folder.glob("*.jsonl")):
+def _day(name: str) -> date | None:
+    try:
+        return date.fromisoformat(name)
+    except ValueError:
+        return None
+
+
+def _lines(data: bytes) -> list[dict]:
+    entries = []
+    for line in data.decode("utf-8", "replace").splitlines():
         try:
-            day = date.fromisoformat(path.stem)
-        except ValueError:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn line
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
+
+
+def read_journal(state_dir: str | os.PathLike | UPath, since: date | None = None) -> list[dict]:
+    """Every journal line (oldest first), from ``since`` (a UTC date) on when given, from both
+    layouts: ``<date>.jsonl`` files and ``<date>/`` folders of one object per line. A torn line
+    (a process killed mid-write) is skipped, not fatal."""
+    folder = journal_dir(state_dir)
+    keyed: list[tuple[str, str, dict]] = []  # (at, tie-breaker, entry)
+    for path in list_files(folder, ".jsonl"):
+        day = _day(path.name[: -len(".jsonl")])
+        if day is None or (since is not None and day < since):
             continue
-        if since is not None and day < since:
-            continue
-        for line in path.read_text().splitlines():
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return sorted(entries, key=lambda e: e.get("at", ""))
+        for index, entry in enumerate(_lines(read_bytes(path) or b"")):
+            keyed.append((entry.get("at", ""), f"{path.name}:{index:09d}", entry))
+    days = _day_folders(folder)
+    objects = [p for day, sub in days if since is None or day >= since for p in list_files(sub, ".json")]
+    data = read_many(objects)
+    for path in objects:
+        for entry in _lines(data.get(str(path), b"")):
+            keyed.append((entry.get("at", ""), path.name, entry))
+    keyed.sort(key=lambda item: (item[0], item[1]))
+    return [entry for _, _, entry in keyed]
+
+
+def _day_folders(folder: UPath) -> list[tuple[date, UPath]]:
+    """The ``<date>/`` folders of the one-object-per-line layout."""
+    folder = state_path(folder)
+    if isinstance(folder, Path):
+        if not folder.is_dir():
+            return []
+        names = [p.name for p in folder.iterdir() if p.is_dir()]
+    else:
+        try:
+            entries = folder.fs.ls(folder.path, detail=True, refresh=True)
+        except FileNotFoundError:
+            return []
+        names = [e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory"]
+    days = [(_day(name), folder / name) for name in sorted(names)]
+    return [(day, path) for day, path in days if day is not None]
