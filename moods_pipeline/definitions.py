@@ -7,7 +7,12 @@ import dagster as dg
 from moods_pipeline.defs.alerts.sensors import ops_sensors
 from moods_pipeline.defs.audit.assets import audit_job, audit_summary, audit_summary_job, mood_audit
 from moods_pipeline.defs.audit.checks import everyone_in_step
-from moods_pipeline.defs.audit.schedules import nightly_audit_schedule, nightly_audit_summary_schedule
+from moods_pipeline.defs.automation import summaries_automation_sensor
+from moods_pipeline.defs.audit.schedules import (
+    nightly_audit_schedule,
+    nightly_audit_summary_schedule,
+    weekly_full_audit_schedule,
+)
 from moods_pipeline.defs.backfill.assets import backfill_summary, mood_backfill
 from moods_pipeline.defs.backfill.jobs import backfill_job, backfill_summary_job
 from moods_pipeline.defs.backfill.sensors import users_partition_sensor
@@ -55,8 +60,8 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
             backfill_job, backfill_summary_job, audit_job, audit_summary_job, mood_repair_job,
             publish_lexicons_job, catchup_sync_job, sync_latency_job, erase_job,
         ],
-        schedules=[nightly_audit_schedule, nightly_audit_summary_schedule],
-        sensors=[users_partition_sensor, catchup_sensor, firehose_sensor, *ops_sensors],
+        schedules=[nightly_audit_schedule, nightly_audit_summary_schedule, weekly_full_audit_schedule],
+        sensors=[users_partition_sensor, catchup_sensor, firehose_sensor, *ops_sensors, summaries_automation_sensor],
         resources=resources or default_resources(),
     )
 

@@ -8,9 +8,10 @@
   observation with the reason, no materialization, and fails the run (after the check result).
   The asset check ``audited_users_in_step`` (``checks.py``) covers the users of each run.
 - ``audit_summary``: docs/interface.md's audit numbers over the latest audit of every syncable user
-  (not just the last run), a markdown table, the repos no Mongo user owns, and the full
+  (not just the last run) as numeric metadata, the repos no Mongo user owns, and the full
   reconciliation exported as one Parquet file (``MOODS_STATE_DIR/audit/reconciliation.parquet``).
-  Its check ``everyone_in_step`` lives in ``checks.py``.
+  Its check ``everyone_in_step`` lives in ``checks.py``. It re-materializes by itself after any
+  ``mood_audit`` materialization (``defs/automation.py``) and must be fresh daily by 07:00 UTC.
 
 Metadata carries ids, rkeys, statuses, counts, lengths and short hashes; never mood text.
 """
@@ -25,12 +26,15 @@ from typing import Optional
 import dagster as dg
 
 from moods_pipeline import progress
+from moods_pipeline.defs.automation import AUDIT_FRESHNESS, SUMMARY_CONDITION
 from moods_pipeline.defs.audit.checks import audit_run_check_spec, run_check_result
 from moods_pipeline.defs.partitions import PARTITIONS_PER_RUN, users_partitions
 from moods_pipeline.defs.resources import MongoResource, PdsResource, PipelineSettingsResource
 from moods_pipeline.model import UserAccount
 from moods_pipeline.storage.audits import AuditStore
+from moods_pipeline.storage.receipts import ReceiptStore
 from moods_pipeline.sync import audit as engine
+from moods_pipeline.sync import incremental
 from moods_pipeline.sync.reconcile import LEGACY_FIELD, PROBLEM_STATUSES, STATUSES, SYNCED
 
 MAX_TABLE_ROWS = 100  # reconciliation rows in a materialization's metadata; the rest is in Parquet
@@ -46,6 +50,10 @@ class AuditConfig(dg.Config):
     pages, list or car."""
     rewrite_legacy: bool = False
     """Count legacy_field (mongoId instead of ref) as a problem."""
+    full: bool = False
+    """Audit every selected user. Off: a user whose repo rev and commit CID and whose Mongo
+    fingerprint equal its last receipt is not read again (its partition gets an observation
+    saying so); --check-logins always checks everyone."""
 
 
 def reconciliation_table(audit: engine.UserAudit, limit: int = MAX_TABLE_ROWS) -> dg.TableMetadataValue:
@@ -98,6 +106,42 @@ def audit_metadata(audit: engine.UserAudit) -> dict:
     return metadata
 
 
+def unchanged_metadata(summary: dict) -> dict:
+    """An unchanged user's observation: its receipt's rev and counts (no rows: nothing was read)."""
+    counts = summary.get("by_status") or {}
+    return {
+        "unchanged": dg.MetadataValue.bool(True),
+        "receipt_rev": dg.MetadataValue.text(str(summary.get("receipt_rev") or "")),
+        "receipt_audited_at": dg.MetadataValue.text(str(summary.get("receipt_audited_at") or "")),
+        "problems": dg.MetadataValue.int(int(summary.get("problems", 0))),
+        "moods_live": dg.MetadataValue.int(int(summary.get("moods_live", 0))),
+        **{status: dg.MetadataValue.int(int(counts.get(status, 0))) for status in STATUSES},
+    }
+
+
+def incremental_metadata(facts: Optional[dict]) -> dict:
+    """``audit_summary``'s lines on the latest incremental selection: how many users were
+    verified unchanged by their receipts, and as of which revs."""
+    if not facts:
+        return {}
+    metadata = {
+        "users_verified_unchanged": dg.MetadataValue.int(int(facts.get("users_unchanged", 0))),
+        "users_checked_last_selection": dg.MetadataValue.int(int(facts.get("users_checked", 0))),
+        "unchanged_as_of": dg.MetadataValue.text(
+            f"revs {facts.get('rev_min')} .. {facts.get('rev_max')}; receipts from {facts.get('receipts_oldest')}"
+            f" to {facts.get('receipts_newest')}; selected at {facts.get('at')} ({facts.get('source', '')})"
+            if facts.get("users_unchanged") else f"none unchanged (selected at {facts.get('at')})"),
+    }
+    sample = facts.get("unchanged_sample") or []
+    if sample:
+        lines = ["| user | rev | head | audited_at |", "|---|---|---|---|"]
+        for item in sample:
+            who = f"@{item['handle']}" if item.get("handle") else item.get("did")
+            lines.append(f"| {who} | {item.get('rev')} | {str(item.get('head'))[:16]}... | {item.get('audited_at')} |")
+        metadata["unchanged_receipts"] = dg.MetadataValue.md("\n".join(lines))
+    return metadata
+
+
 def audit_event(audit: engine.UserAudit, asset_key: dg.AssetKey, extra: Optional[dict] = None):
     """A materialization for a user audited, an observation for one that could not be."""
     metadata = audit_metadata(audit)
@@ -138,10 +182,21 @@ def mood_audit(
     found = store.users_by_dids(dids)
     gone = [did for did in dids if did not in found]
     users = [found[did] for did in dids if did in found]
-    context.log.info(f"auditing {len(users)} users ({pds.user_concurrency} at once, read={config.read})")
+    receipts = ReceiptStore(settings.state_dir)
+    basis = incremental.audit_basis(nuke_policy=settings.nuke_policy, when_tolerance_ms=settings.when_tolerance_ms,
+                                    rewrite_legacy=config.rewrite_legacy)
+    selection = None
+    if not config.full and not config.check_logins and users:
+        selection = incremental.select_changed(users, store, pds.client(), receipts, basis)
+        users = selection.changed
+        if selection.unchanged:  # (a run of users the CLI or a schedule already chose skips none)
+            receipts.save_pass(dict(selection.facts(), source=f"run {run_id}"))
+    context.log.info(f"auditing {len(users)} users ({pds.user_concurrency} at once, read={config.read})"
+                     + (f"; {len(selection.unchanged)} unchanged since their receipts" if selection else ""))
 
     def on_user_done(audit: engine.UserAudit) -> None:
         audits.save_latest(audit, run_id)
+        incremental.keep_receipt(receipts, audit, basis, run_id)
         audits.record_run_user(run_id, audit.summary())
         progress.notify("user_done", label=audit.label, ok=audit.ok)
         done.put(audit)
@@ -165,6 +220,7 @@ def mood_audit(
                 check_logins=config.check_logins,
                 read=config.read,
                 on_user_done=on_user_done,
+                track_heads=True,
             )
         except BaseException as exc:  # noqa: BLE001 - re-raised in the step's thread below
             failure.append(exc)
@@ -188,12 +244,23 @@ def mood_audit(
         audit = engine.UserAudit(user=UserAccount(sub=f"(no user for {did})", did=did, handle=None),
                                  unreadable="no Mongo user holds this DID any more (see audit_summary's orphan repos)")
         audits.save_latest(audit, run_id)
+        receipts.invalidate(did, audit.unreadable, run_id)
         audits.record_run_user(run_id, audit.summary())
         progress.notify("user_done", label=audit.label, ok=audit.ok)
         results.append(audit)
         yield audit_event(audit, context.asset_key)
 
-    summaries = [a.summary() for a in results]
+    unchanged = selection.unchanged_summaries() if selection else []
+    for summary in unchanged:
+        # Not read again: its receipt still holds. An observation says so (no new
+        # materialization: the partition's latest one is still the truth).
+        audits.record_run_user(run_id, summary)
+        progress.notify("user_done", label=f"@{summary['handle']}" if summary.get("handle") else summary["did"],
+                        ok=not summary.get("problems"))
+        yield dg.AssetObservation(asset_key=context.asset_key, partition=summary["did"],
+                                  metadata=unchanged_metadata(summary))
+
+    summaries = [a.summary() for a in results] + unchanged
     total = engine.totals(summaries)
     context.log.info(f"audit of {len(results)} users: {total}")
     yield run_check_result(summaries, PROBLEM_STATUSES(settings.nuke_policy, config.rewrite_legacy))
@@ -230,11 +297,15 @@ class _Moods:
         return self.by_sub.get(sub, [])
 
 
-def _markdown_table(rows: list[tuple[str, object]]) -> str:
-    return "| stat | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
-
-
-@dg.asset(deps=[mood_audit], group_name="audit", kinds={"pandas", "parquet"})
+@dg.asset(
+    deps=[mood_audit],
+    group_name="audit",
+    kinds={"pandas", "parquet"},
+    automation_condition=SUMMARY_CONDITION,
+    # The nightly audit (02:00 UTC) and its summary (05:00) must land every day: a night that
+    # missed shows as a failed freshness state in the UI once the 07:00 deadline passes.
+    freshness_policy=AUDIT_FRESHNESS,
+)
 def audit_summary(context: dg.AssetExecutionContext, mongo: MongoResource, pds: PdsResource,
                   pipeline: PipelineSettingsResource):
     """docs/interface.md's audit numbers over the latest audit of every syncable user (not just the
@@ -299,12 +370,6 @@ def audit_summary(context: dg.AssetExecutionContext, mongo: MongoResource, pds: 
         "reconciliation_export": dg.MetadataValue.path(str(export)),
         "reconciliation_rows": dg.MetadataValue.int(rows.num_rows),
     }
-    rows = [(k, total[k]) for k in ("users_audited", "users_unreadable", "moods_live", "problems", "sync_rate_pct")]
-    rows += [(f"by_status.{s}", n) for s, n in total["by_status"].items()]
-    rows += [("users_with_problems", total["users_with_problems"]), ("users_no_account", total["users_no_account"]),
-             ("users_not_audited", len(not_audited)), ("moods_unverified", total["moods_unverified"]),
-             ("orphan_repos", len(orphans))]
-    metadata["stats"] = dg.MetadataValue.md(_markdown_table(rows))
     flagged = [s for s in summaries if s.get("unreadable") or int(s.get("problems", 0)) > 0]
     if flagged:
         lines = []
@@ -323,6 +388,7 @@ def audit_summary(context: dg.AssetExecutionContext, mongo: MongoResource, pds: 
         metadata["repos_on_pds"] = dg.MetadataValue.int(repo_facts.get("repos", 0))
     if orphan_error:
         metadata["orphan_repos_error"] = dg.MetadataValue.text(orphan_error)
+    metadata.update(incremental_metadata(ReceiptStore(settings.state_dir).load_pass()))
     metadata["seconds"] = dg.MetadataValue.float(round(time.monotonic() - started, 3))
     context.log.info(f"audit summary over {len(current)} users: {total}; {len(orphans)} orphan repos")
     return dg.MaterializeResult(metadata=metadata)

@@ -10,6 +10,7 @@ import dagster as dg
 import pandas as pd
 
 from moods_pipeline import progress
+from moods_pipeline.defs.automation import SUMMARY_CONDITION
 from moods_pipeline.defs.partitions import PARTITIONS_PER_RUN, PDS_WRITER_POOL, users_partitions
 from moods_pipeline.defs.resources import MongoResource, PdsResource, PipelineSettingsResource
 from moods_pipeline.model import UserAccount, UserOutcome
@@ -169,14 +170,16 @@ def summary_frame(outcomes: list[UserOutcome]) -> pd.DataFrame:
     )
 
 
-@dg.asset(deps=[mood_backfill], group_name="backfill", kinds={"pandas"})
+@dg.asset(deps=[mood_backfill], group_name="backfill", kinds={"pandas"}, automation_condition=SUMMARY_CONDITION)
 def backfill_summary(context: dg.AssetExecutionContext, mongo: MongoResource, pipeline: PipelineSettingsResource):
     """The migration stats of the checklist over the latest backfill result of every user
     (not just the last run): users, moods live, created, already synced, skipped, failed,
     needs_repair (records that differ from their mood, and duplicates: for the repair).
     Users whose stored account is refused (a malformed, shared or unpartitionable DID) count
     as failed with their reason; results of DIDs no user holds any more are left out.
-    Numbers are metadata, so the UI plots them across materializations."""
+    Numbers are metadata, so the UI plots them across materializations; `seconds` is this run's
+    wall time. Re-materialized by itself after any backfill run (defs/automation.py)."""
+    started = time.monotonic()
     store = mongo.store()
     users_with_moods = store.users_with_moods()
     without_account = [u for u in users_with_moods if not u.has_account and not refusal(u)]
@@ -196,9 +199,11 @@ def backfill_summary(context: dg.AssetExecutionContext, mongo: MongoResource, pi
     synced = summary["already_synced"] + summary["created"]
     valid_live = summary["moods_live"] - summary["skipped_invalid"]
     summary["sync_rate_pct"] = round(100.0 * synced / valid_live, 2) if valid_live else 100.0
-    table = "| stat | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in summary.items())
+    # Latest results are real runs: the dry-run planning counts mean nothing here, and summing the
+    # users' own seconds (synced concurrently) would not be a duration of anything.
+    for key in ("would_create", "would_write_pointers", "seconds", "dry_run"):
+        summary.pop(key, None)
     metadata = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    metadata["stats"] = dg.MetadataValue.md(table)
     failing = [o for o in outcomes if not o.ok]
     if failing:
         metadata["failing_users"] = dg.MetadataValue.md(
@@ -212,5 +217,6 @@ def backfill_summary(context: dg.AssetExecutionContext, mongo: MongoResource, pi
                       " --apply`)"
                       for o in to_repair[:100])
         )
+    metadata["seconds"] = dg.MetadataValue.float(round(time.monotonic() - started, 3))
     context.log.info(f"backfill summary over {len(outcomes)} users: {summary}")
     return dg.MaterializeResult(metadata=metadata)
