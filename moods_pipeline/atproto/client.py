@@ -643,7 +643,29 @@ class PdsClient:
 
 def _record_of(item: dict) -> PdsRecord:
     uri = item.get("uri", "")
-    return PdsRecord(rkey=uri.rsplit("/", 1)[-1], value=item.get("value") or {}, cid=item.get("cid"))
+    cid = item.get("cid")
+    # The record's CID as the PDS reports it; anything but a string is no CID (the audit then
+    # compares fields, as for a record whose CID differs).
+    return PdsRecord(rkey=uri.rsplit("/", 1)[-1], value=item.get("value") or {},
+                     cid=cid if isinstance(cid, str) and cid else None)
+
+
+def written_cids(results: Iterable[Any]) -> dict[str, str]:
+    """{rkey: CID} of the records an applyWrites stored, from its ``results``.
+
+    A create or update result is ``{"$type": "...#createResult", "uri": "at://did/coll/rkey",
+    "cid", "validationStatus"}``; a delete result has no uri. Results are matched to writes by
+    the rkey in their uri, not by position, so a result list that is short or reordered never
+    pairs a CID with the wrong write. A result without a string uri or cid is left out: that
+    write's CID is unknown (the caller counts it unchecked)."""
+    cids: dict[str, str] = {}
+    for result in results or ():
+        if not isinstance(result, dict):
+            continue
+        uri, cid = result.get("uri"), result.get("cid")
+        if isinstance(uri, str) and uri.startswith("at://") and isinstance(cid, str) and cid:
+            cids[uri.rsplit("/", 1)[-1]] = cid
+    return cids
 
 
 def _scrub(text: str | None, secrets: tuple[Secret | None, ...], session: "PdsSession | None") -> str | None:
@@ -768,7 +790,8 @@ class PdsSession:
         """com.atproto.repo.applyWrites into this session's repo (atomic, at most 200 writes).
 
         ``writes`` are ``{"$type": "com.atproto.repo.applyWrites#create|update|delete",
-        "collection", "rkey", "value"}`` items. Returns the PDS's per-write results.
+        "collection", "rkey", "value"}`` items. Returns the PDS's per-write results, in the order
+        of the writes (``written_cids`` reads the stored records' CIDs from them).
         """
         method = "POST com.atproto.repo.applyWrites"
         self._check_repo(repo, method)

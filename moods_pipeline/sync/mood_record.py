@@ -21,6 +21,10 @@ leave such a mood unsynced forever; a PDS that refused one would show up as a fa
 its reason, not as silent data loss.
 
 Reasons name the field and the rule and never contain the mood text (docs/interface.md "Privacy").
+
+`expected_cid(mood)` gives the CID of that record (`atproto.cid.record_cid`: CIDv1, dag-cbor,
+sha-256 of its canonical DAG-CBOR bytes), which the PDS reports for the record it stores; the
+published vector is `moods_pipeline_tests/atproto/cid_vectors.json`.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from bson.datetime_ms import DatetimeMS
 
 from moods_pipeline import MOOD_COLLECTION
 from moods_pipeline.atproto import tid
+from moods_pipeline.atproto.cid import record_cid
 from moods_pipeline.atproto.lexicon import Lexicon, get_lexicon, validate_record
 from moods_pipeline.model import Mood, iso_when
 
@@ -151,6 +156,15 @@ def build_record(mood: Mood) -> dict | Invalid:
     if errors:  # only if the lexicon gained a rule the checks above do not know
         return Invalid("record fails the lexicon: " + "; ".join(str(e) for e in errors))
     return record
+
+
+def expected_cid(mood: Mood) -> str | Invalid:
+    """The CID of the record ``build_record`` gives for ``mood`` (what the PDS must report for
+    it), or Invalid with the reasons the mood has no record."""
+    built = build_record(mood)
+    if isinstance(built, Invalid):
+        return built
+    return record_cid(built)
 
 
 def mood_when_ms(mood: Mood) -> int:
