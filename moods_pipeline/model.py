@@ -141,4 +141,6 @@ RECONCILIATION_COLUMNS: tuple[str, ...] = (
     "detail",
     "mood_len",
     "mood_hash",
+    "expected_cid",  # the CID of the record this project writes for the mood (live, valid moods)
+    "cid",  # the CID the PDS reports for the row's record
 )

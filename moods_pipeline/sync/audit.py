@@ -205,6 +205,8 @@ class UserAudit:
             "detail": [row.detail for row in self.rows],
             "mood_len": lens,
             "mood_hash": hashes,
+            "expected_cid": [row.expected_cid for row in self.rows],
+            "cid": [row.cid for row in self.rows],
         }
 
     @property

@@ -23,6 +23,11 @@ Columns (fixed; one row per mood, then one row per record that is not a mood's c
                record's ``mood``), None when that is not a string
 ``mood_hash``  first 8 hex digits of SHA-256 of those UTF-8 bytes, None likewise (compare a
                record with its mood without reading either)
+``expected_cid`` the CID of the record this project writes for the row's mood
+               (``mood_record.expected_cid``) when that mood is live and valid (mood rows and
+               its duplicate rows); None otherwise (invalid or nuked moods, orphans)
+``cid``        the CID the PDS reports for the row's record (``rkey``): None when the row has no
+               record or the PDS gave no CID
 String columns hold Python ``str`` or None; ``mood_len`` holds Python ``int`` or None (object
 dtype); ``problem`` is ``bool``. Mood rows come in the order the moods were given; record rows
 follow, by rkey.
@@ -58,6 +63,14 @@ Rules for a mood row
   - ``stale_pointer``: the pointer is set and is not the chosen record's rkey: it names an
     rkey that does not exist, a record carrying another mood's id (live or nuked), or a record
     that is an orphan. Only the pointer is wrong; that other record is never rewritten.
+  The CID comes first: a chosen record whose CID equals ``expected_cid`` *is* the expected
+  record (same canonical bytes), so its fields are not compared (no ``content_mismatch``, no
+  ``legacy_field``; the pointer is still judged). Only where the CIDs differ (or the PDS gave
+  no CID) are the fields compared, as below; a record that passes them although its CID
+  differs (e.g. one the application wrote, with another ``when`` form or a ``when`` a few
+  milliseconds off, or with ``mongoId``) keeps the status the fields give, and ``detail`` says
+  that the CID differs and why ("record CID differs from the expected: ...").
+
   - ``content_mismatch``: the chosen record lacks ``mood`` or ``when`` (``"text"`` instead of
     ``mood`` is said so), has them with the wrong type, an unparseable ``when``, a ``mood``
     different from ``build_record``'s, a ``when`` more than ``when_tolerance_ms`` from it
@@ -89,6 +102,7 @@ import pandas as pd
 
 from moods_pipeline import MOOD_COLLECTION
 from moods_pipeline.model import RECONCILIATION_COLUMNS, Mood, PdsRecord, UserAccount
+from moods_pipeline.atproto.cid import record_cid
 from moods_pipeline.sync.mood_record import Invalid, build_record
 
 # ---------------------------------------------------------------------------------------------
@@ -207,6 +221,8 @@ class RowFacts:
     issues: tuple[str, ...]
     detail: str
     text: Any  # only for mood_len / mood_hash; never leaves this module as text
+    expected_cid: str | None = None
+    cid: str | None = None
 
     @property
     def status(self) -> str:
@@ -277,6 +293,43 @@ def content_problems(value: dict, expected: dict, when_tolerance_ms: int) -> lis
     return problems
 
 
+_FIELD_NAME_RE = re.compile(r"[A-Za-z$][A-Za-z0-9_$.-]{0,39}")
+
+
+def _field_names(names: Iterable[str]) -> str:
+    """Field names of a record, echoed only when they look like field names (never text)."""
+    names = sorted(names)
+    shown = [n for n in names if _FIELD_NAME_RE.fullmatch(n)]
+    other = len(names) - len(shown)
+    return ", ".join(shown + ([f"{other} other"] if other else []))
+
+
+def cid_difference(value: dict, expected: dict) -> str:
+    """Why a record whose fields pass the comparison has another CID than ``expected`` (the
+    record ``build_record`` gives): which fields are written differently. Never the text."""
+    why: list[str] = []
+    if "$type" not in value:
+        why.append("record lacks $type")
+    if "ref" not in value and "mongoId" in value:
+        why.append("record carries mongoId instead of ref")
+    extra = set(value) - set(expected) - {"mongoId"}
+    if extra:
+        why.append(f"record has further field(s) {_field_names(extra)}")
+    got_when, want_when = value.get("when"), expected["when"]
+    if got_when != want_when:
+        got_us, want_us = parse_when_us(got_when), parse_when_us(want_when)
+        if got_us == want_us:
+            why.append("record when is the same instant written differently")
+        elif isinstance(got_us, int) and isinstance(want_us, int):
+            later = "later" if got_us > want_us else "earlier"
+            why.append(f"record when is {_ms_text(abs(got_us - want_us))} ms {later} (within tolerance)")
+        else:
+            why.append("record when is written differently")
+    if not why:
+        why.append("the fields read the same, yet the stored encoding differs")
+    return "record CID differs from the expected: " + "; ".join(why)
+
+
 def analyze(
     moods: Iterable[Mood],
     records: Iterable[PdsRecord],
@@ -317,6 +370,10 @@ def analyze(
         if own:
             pointed = by_rkey.get(pointer) if pointer else None
             chosen = pointed if (pointed is not None and pointed.mood_ref == mood.id) else own[0]
+        # The record this project writes for a live mood, and its CID (None for a nuked mood,
+        # which is not judged, and for an invalid one, which has none).
+        built = build_record(mood) if not mood.deleted else None
+        expected = record_cid(built) if isinstance(built, dict) else None
         for record in own:
             matched_rkeys.add(record.rkey)
             if record is not chosen:
@@ -329,25 +386,27 @@ def analyze(
                         issues=(DUPLICATE,),
                         detail=f"further record carrying mood {mood.id}; the mood's record is rkey {chosen.rkey}",
                         text=record.value.get("mood"),
+                        expected_cid=expected,
+                        cid=record.cid,
                     )
                 )
         duplicates_note = f"; {len(own) - 1} duplicate(s)" if len(own) > 1 else ""
         chosen_rkey = chosen.rkey if chosen is not None else None
+        chosen_cid = chosen.cid if chosen is not None else None
 
         if mood.deleted:
             if chosen is not None:
                 issues, detail = (NUKED_ON_PDS,), f"mood nuked; its record rkey {chosen.rkey} remains{duplicates_note}"
             else:
                 issues, detail = (NUKED,), "mood nuked; no record"
-            rows.append(RowFacts("mood", mood.id, chosen_rkey, pointer, issues, detail, mood.text))
+            rows.append(RowFacts("mood", mood.id, chosen_rkey, pointer, issues, detail, mood.text, None, chosen_cid))
             continue
 
-        built = build_record(mood)
         if isinstance(built, Invalid):
             detail = built.reason
             if chosen is not None:
                 detail += f"; its record rkey {chosen.rkey} is left alone{duplicates_note}"
-            rows.append(RowFacts("mood", mood.id, chosen_rkey, pointer, (INVALID,), detail, mood.text))
+            rows.append(RowFacts("mood", mood.id, chosen_rkey, pointer, (INVALID,), detail, mood.text, None, chosen_cid))
             continue
 
         if chosen is None:
@@ -358,7 +417,7 @@ def analyze(
                     detail += f"; pointer names rkey {pointer}, which does not exist"
                 else:
                     detail += f"; pointer names rkey {pointer}, which holds {_describe_id_holder(held, by_id)}"
-            rows.append(RowFacts("mood", mood.id, None, pointer, (MISSING_ON_PDS,), detail, mood.text))
+            rows.append(RowFacts("mood", mood.id, None, pointer, (MISSING_ON_PDS,), detail, mood.text, expected))
             continue
 
         found: dict[str, str] = {}
@@ -369,19 +428,27 @@ def analyze(
             else:
                 what = f"which holds {_describe_id_holder(held, by_id)}"
             found[STALE_POINTER] = f"pointer names rkey {pointer}, {what}; the mood's record is rkey {chosen.rkey}"
-        mismatch = content_problems(chosen.value, built, when_tolerance_ms)
-        if mismatch:
-            found[CONTENT_MISMATCH] = f"record rkey {chosen.rkey}: " + "; ".join(mismatch)
+        cid_note = ""
+        # The same CID is the same canonical bytes: the record is the expected one, field for field.
+        if chosen_cid != expected:
+            mismatch = content_problems(chosen.value, built, when_tolerance_ms)
+            if mismatch:
+                found[CONTENT_MISMATCH] = f"record rkey {chosen.rkey}: " + "; ".join(mismatch)
+            elif chosen_cid is not None:
+                cid_note = cid_difference(chosen.value, built)
+            if chosen.value.get("ref") != mood.id:
+                found[LEGACY_FIELD] = f"record rkey {chosen.rkey} carries mongoId instead of ref"
         if not pointer:
             found[POINTER_MISSING] = f"Mongo has no atproto.rkey; the mood's record is rkey {chosen.rkey}"
-        if chosen.value.get("ref") != mood.id:
-            found[LEGACY_FIELD] = f"record rkey {chosen.rkey} carries mongoId instead of ref"
         if not found:
             issues, detail = (SYNCED,), ""
         else:
             issues = tuple(s for s in MOOD_PRECEDENCE if s in found)
             detail = "; also: ".join(found[s] for s in issues)
-        rows.append(RowFacts("mood", mood.id, chosen.rkey, pointer, issues, detail + duplicates_note, mood.text))
+        if cid_note:
+            detail = f"{detail}; {cid_note}" if detail else cid_note
+        rows.append(RowFacts("mood", mood.id, chosen.rkey, pointer, issues, detail + duplicates_note, mood.text,
+                             expected, chosen_cid))
 
     pointed_by: dict[str, list[str]] = defaultdict(list)
     for mood in moods:
@@ -398,7 +465,8 @@ def analyze(
             detail = f"record {field_name} {_short(ref)} names no mood of this user"
         if record.rkey in pointed_by:
             detail += "; named by the pointer of mood " + ", ".join(pointed_by[record.rkey])
-        extra_rows.append(RowFacts("record", None, record.rkey, None, (ORPHAN,), detail, record.value.get("mood")))
+        extra_rows.append(RowFacts("record", None, record.rkey, None, (ORPHAN,), detail, record.value.get("mood"),
+                                   None, record.cid))
 
     extra_rows.sort(key=lambda row: row.rkey)
     return rows + extra_rows
@@ -442,6 +510,8 @@ def reconcile(
         "detail": [row.detail for row in facts],
         "mood_len": lens,
         "mood_hash": hashes,
+        "expected_cid": [row.expected_cid for row in facts],
+        "cid": [row.cid for row in facts],
     }
     df = pd.DataFrame(
         {c: pd.Series(data[c], dtype=bool if c == "problem" else object) for c in COLUMNS},
