@@ -232,6 +232,15 @@ class RepairWriter(BatchRunner[Write]):
             self._to_unset.discard(item.mood_id)
             self.execution.failed.append((UnsetPointer.action, item.mood_id, "a record of the nuked mood remains"))
 
+    def record_differs(self, item: Write, reason: str) -> None:
+        # The write landed, but the PDS reports another CID than the record sent: it fails, and a
+        # create's pointer is not written (the next audit shows what the PDS holds).
+        self._done.add(self._planned_rkey(item))
+        target = item.rkey if item.op != CREATE_OP else f"{item.mood_id}@{item.rkey}"
+        self.execution.failed.append((item.action, target, reason))
+        if item.op == CREATE_OP:
+            self.execution.failed.append((WritePointer.action, item.mood_id, "its record differs from the one sent"))
+
     def before_send(self, batch: list[Write]) -> list[Write]:
         """Re-check every delete of the batch against a fresh listing and, last, fresh moods;
         drop the deletes the fresh facts no longer justify (kept) or whose record is gone;

@@ -6,8 +6,17 @@ isolate the record the PDS refuses; that record fails alone, with the PDS's reas
 
 ``BatchRunner`` holds that loop for any kind of write (pacing, count- and size-bounded
 batches, re-read before retry, split to isolate, stop when the PDS is gone); ``BatchWriter``
-runs the backfill's creates through it, ``sync.repair.RepairWriter`` a repair's creates,
-updates and deletes.
+runs the backfill's (and live sync's) creates through it, ``sync.repair.RepairWriter`` a
+repair's creates, updates and deletes.
+
+Every create and update is checked against the CID the PDS reports for it in the applyWrites
+results (``atproto.cid.record_cid`` of the value sent, matched to the result by rkey): a
+different CID means the PDS stored another record than the one sent, and that write fails
+("the PDS stored a different record: expected bafy..., got bafy..."), its pointer unwritten,
+while the rest of its batch lands as usual. A result without a CID (a PDS that reports none)
+leaves the write unchecked: counted (``cids_unchecked``) and logged, and the audit compares
+the record later. Records found on the PDS after a failed batch are taken as landed without a
+CID check: a re-read cannot tell our write from a concurrent writer's.
 """
 
 from __future__ import annotations
@@ -20,7 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, TypeVar
 
 from moods_pipeline import MOOD_COLLECTION
-from moods_pipeline.atproto.client import PdsError, PdsUnavailable, RateLimited, RequestTooLarge
+from moods_pipeline.atproto.cid import CidError, record_cid
+from moods_pipeline.atproto.client import PdsError, PdsUnavailable, RateLimited, RequestTooLarge, written_cids
 from moods_pipeline.sync.planner import Create, free_rkeys
 
 log = logging.getLogger(__name__)
@@ -43,6 +53,13 @@ class WriteResult:
     pointers_written: int = 0
     batches: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (mood_id, reason)
+    cids_checked: int = 0  # writes whose reported CID equals the CID of the record sent
+    cids_unchecked: int = 0  # writes the PDS reported no CID for
+
+
+def differs_reason(expected: str, got: str, rkey: str) -> str:
+    """A write's failure when the PDS stored another record than the one sent (no record text)."""
+    return f"the PDS stored a different record: expected {expected}, got {got} (rkey {rkey})"
 
 
 def op_for(create: Create) -> dict:
@@ -99,6 +116,8 @@ class BatchRunner(Generic[T]):
         self.on_batch = on_batch
         self.sleep = sleep
         self.batches = 0
+        self.cids_checked = 0
+        self.cids_unchecked = 0
         self._last_batch_at = 0.0
 
     # -- hooks -------------------------------------------------------------------------------
@@ -115,6 +134,11 @@ class BatchRunner(Generic[T]):
 
     def fail(self, item: T, reason: str) -> None:
         raise NotImplementedError
+
+    def record_differs(self, item: T, reason: str) -> None:
+        """The write landed, but the PDS reports another CID than the record sent: it fails
+        with ``reason`` (and is not passed to ``landed``)."""
+        self.fail(item, reason)
 
     def settled(self, item: T) -> bool:
         """Whether the item is done already (so an outage does not fail it)."""
@@ -162,17 +186,53 @@ class BatchRunner(Generic[T]):
             return
         self.batches += 1
         started = time.monotonic()
+        ops = [self.op(item) for item in batch]
         try:
-            self.session.apply_writes([self.op(item) for item in batch])
+            results = self.session.apply_writes(ops)
         except BaseException as exc:
             self.after_send(batch, exc)
             raise
         self.after_send(batch, None)
-        self.landed(batch)
+        differ = self._check_cids(batch, ops, results)
+        if differ:
+            for item, reason in differ:
+                self.record_differs(item, reason)
+            failed = {id(item) for item, _ in differ}
+            batch = [item for item in batch if id(item) not in failed]
+        if batch:
+            self.landed(batch)
         log.debug(
             "batch of %d written (rkeys %s..%s) in %.0f ms",
-            len(batch), self.op(batch[0])["rkey"], self.op(batch[-1])["rkey"], (time.monotonic() - started) * 1000,
+            len(ops), ops[0]["rkey"], ops[-1]["rkey"], (time.monotonic() - started) * 1000,
         )
+
+    def _check_cids(self, batch: list[T], ops: list[dict], results: Any) -> list[tuple[T, str]]:
+        """The writes of a batch that landed whose reported CID differs from the record sent."""
+        reported = written_cids(results if isinstance(results, list) else [])
+        differ: list[tuple[T, str]] = []
+        unchecked = 0
+        for item, op in zip(batch, ops):
+            value = op.get("value")
+            if value is None:  # a delete stores nothing
+                continue
+            got = reported.get(op["rkey"])
+            try:
+                expected = record_cid(value)
+            except CidError:  # a value this encoder cannot hash; the PDS took it, the audit compares it
+                expected = None
+            if got is None or expected is None:
+                unchecked += 1
+            elif got != expected:
+                differ.append((item, differs_reason(expected, got, op["rkey"])))
+            else:
+                self.cids_checked += 1
+        if unchecked:
+            self.cids_unchecked += unchecked
+            log.warning("applyWrites reported no usable CID for %d of %d writes; their records are unchecked "
+                        "(the audit compares them)", unchecked, len(ops))
+        for _, reason in differ:
+            log.error("write refused after the fact: %s", reason)
+        return differ
 
     def _write(self, batch: list[T], retried: bool) -> None:
         try:
@@ -240,6 +300,8 @@ class BatchWriter(BatchRunner[Create]):
 
     def write_all(self, creates: list[Create]) -> WriteResult:
         self.run(creates)
+        self.result.cids_checked = self.cids_checked
+        self.result.cids_unchecked = self.cids_unchecked
         return self.result
 
     def op(self, item: Create) -> dict:
@@ -251,6 +313,12 @@ class BatchWriter(BatchRunner[Create]):
 
     def fail(self, item: Create, reason: str) -> None:
         self.result.failed.append((item.mood_id, reason))
+
+    def record_differs(self, item: Create, reason: str) -> None:
+        # The record is on the PDS and carries the mood's `ref`, but it is not the record sent:
+        # the mood fails and Mongo gets no pointer (the audit shows what the PDS holds).
+        self._settled.add(item.mood_id)
+        self.fail(item, reason)
 
     def landed(self, batch: list[Create]) -> None:
         # The pointers follow right away: a crash from here on leaves records that carry their

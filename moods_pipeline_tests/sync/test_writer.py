@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+from moods_pipeline.atproto.cid import record_cid
 from moods_pipeline.atproto.client import PdsError, PdsUnavailable
 from moods_pipeline.model import Mood, PdsRecord
 from moods_pipeline.sync.planner import plan_user
@@ -42,7 +43,8 @@ class FakeRepo:
         if self.lose_responses:
             self.lose_responses -= 1
             raise server_error("response lost")
-        return [{"uri": f"at://{DID}/x/{r}"} for r in rkeys]
+        # As the PDS answers: each create's uri and the CID of the record it stored.
+        return [{"uri": f"at://{DID}/x/{op['rkey']}", "cid": record_cid(op["value"])} for op in ops]
 
     # the PdsClient side, for re-reads
     def list_records(self, did, collection):
@@ -96,6 +98,7 @@ def test_each_batch_is_followed_by_one_pointer_bulk_write():
     repo, store = FakeRepo(), FakeStore()
     plan, result = run(repo, store, 450)
     assert result.created == 450 and result.failed == [] and result.batches == 3
+    assert (result.cids_checked, result.cids_unchecked) == (450, 0)
     assert store.bulk_writes == 3
     assert_invariant(repo, store, plan)
 
