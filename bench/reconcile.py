@@ -6,6 +6,13 @@ Pure Python on generated data (no stack): ``reconcile()`` of one user of 250 moo
 without pointers, a seventh with changed content, ten orphans) and of one of 2,500, medians of
 several calls. Prints ms per user at both sizes and ``ratio big/small=X``; a linear reconciler
 gives about 10, a quadratic step about 100. Exits 1 if the ratio reaches 30.
+
+Then the CID-exact audit against the field comparison, on the same user of 2,500 moods (median
+of 3 calls each): once with the records carrying their CIDs, as listRecords gives them (a record
+whose CID is the expected one is synced without reading its fields; the changed seventh still
+goes through the field comparison), once with the same records without CIDs (every record's
+fields compared, as before the CID audit). Both compute the expected CIDs; their cost alone is
+printed too. Prints ``ratio cid/fields=X``.
 """
 
 from __future__ import annotations
@@ -15,8 +22,10 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 
+from moods_pipeline.atproto.cid import record_cid
 from moods_pipeline.atproto.tid import tid_from_parts
 from moods_pipeline.model import Mood, PdsRecord, UserAccount, iso_when
+from moods_pipeline.sync.mood_record import expected_cid
 from moods_pipeline.sync.reconcile import reconcile
 
 USER = UserAccount(sub="auth0|bench", did="did:plc:bench", handle="bench")
@@ -36,14 +45,28 @@ def user_data(n_moods: int) -> tuple[list[Mood], list[PdsRecord]]:
     return moods, records
 
 
-def seconds_per_call(n_moods: int, repeat: int) -> float:
-    moods, records = user_data(n_moods)
+def median_seconds(call, repeat: int) -> float:
     times = []
     for _ in range(repeat):
         started = time.perf_counter()
-        reconcile(USER, moods, records)
+        call()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+def seconds_per_call(n_moods: int, repeat: int) -> float:
+    moods, records = user_data(n_moods)
+    return median_seconds(lambda: reconcile(USER, moods, records), repeat)
+
+
+def cid_versus_fields(n_moods: int, repeat: int = 3) -> tuple[float, float, float]:
+    """(CID audit, field comparison, expected CIDs alone), seconds per call for one user."""
+    moods, plain = user_data(n_moods)
+    with_cids = [PdsRecord(r.rkey, r.value, record_cid(r.value)) for r in plain]
+    cid_s = median_seconds(lambda: reconcile(USER, moods, with_cids), repeat)
+    fields_s = median_seconds(lambda: reconcile(USER, moods, plain), repeat)
+    expected_s = median_seconds(lambda: [expected_cid(m) for m in moods], repeat)
+    return cid_s, fields_s, expected_s
 
 
 def main() -> int:
@@ -52,6 +75,10 @@ def main() -> int:
     ratio = big / small
     print(f"reconcile: {small * 1000:.1f} ms per user of 250 moods, {big * 1000:.1f} ms per user of 2,500")
     print(f"ratio big/small={ratio:.1f} (linear about 10; limit {LINEAR_LIMIT})")
+    cid_s, fields_s, expected_s = cid_versus_fields(2500)
+    print(f"CID audit: {cid_s * 1000:.1f} ms per user of 2,500 moods; field comparison: {fields_s * 1000:.1f} ms "
+          f"(median of 3 each; computing the 2,500 expected CIDs alone: {expected_s * 1000:.1f} ms)")
+    print(f"ratio cid/fields={cid_s / fields_s:.2f}")
     return 0 if ratio < LINEAR_LIMIT else 1
 
 
