@@ -76,7 +76,7 @@ import random
 import threading
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import httpx
 
@@ -606,6 +606,40 @@ class PdsClient:
                 return repos
             cursor = new_cursor
 
+    def iter_repo_heads(self, page_size: int = _REPOS_PAGE) -> Iterator["RepoHead"]:
+        """com.atproto.sync.listRepos page by page (at most 1,000 repos a page, cursor paging):
+        each repo's DID, latest ``rev`` and commit CID (``head``), and whether it is active.
+
+        Measured on the reference PDS (0.4.217): every commit gives the repo a new ``rev`` and
+        ``head`` (a ``deleteRecord`` of a missing key makes no commit and changes neither); a
+        deactivated repo is listed with ``active: false, status: "deactivated"``. Repos come in
+        account-creation order, so the cursor stays valid while accounts are added."""
+        cursor: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": page_size}
+            if cursor:
+                params["cursor"] = cursor
+            page = self._request("GET", "com.atproto.sync.listRepos", params=params)
+            items = page.get("repos") or []
+            for item in items:
+                head = RepoHead.of(item)
+                if head is not None:
+                    yield head
+            new_cursor = page.get("cursor")
+            if not items or not new_cursor or new_cursor == cursor:
+                return
+            cursor = new_cursor
+
+    def latest_commit(self, did: str) -> "RepoHead":
+        """com.atproto.sync.getLatestCommit: one repo's ``rev`` and commit CID. PdsError for a repo
+        the PDS cannot serve (``RepoNotFound``, ``RepoDeactivated``, ``RepoTakendown``)."""
+        data = self._request("GET", "com.atproto.sync.getLatestCommit", params={"did": did})
+        rev, cid = data.get("rev"), data.get("cid")
+        if not isinstance(rev, str) or not isinstance(cid, str):
+            raise PdsError(200, "InvalidResponse", "getLatestCommit answered without rev or cid",
+                           method="GET com.atproto.sync.getLatestCommit")
+        return RepoHead(did=did, rev=rev, head=cid, active=True, status=None)
+
     # --- accounts and admin ---
 
     def create_account(
@@ -639,6 +673,29 @@ class PdsClient:
         if not isinstance(admin_password, Secret):
             raise TypeError("admin_password must be a Secret")
         return PdsAdmin(self, admin_password)
+
+
+@dataclass(frozen=True)
+class RepoHead:
+    """Where a repo stands: its latest commit's ``rev`` (a TID: later commits sort higher) and
+    CID (``head``), and whether the PDS serves it (``active``; ``status`` says why not)."""
+
+    did: str
+    rev: str | None
+    head: str | None
+    active: bool = True
+    status: str | None = None
+
+    @classmethod
+    def of(cls, item: dict) -> "RepoHead | None":
+        """A listRepos item, or None for one without a string DID (nothing to match it to)."""
+        did = item.get("did") if isinstance(item, dict) else None
+        if not isinstance(did, str):
+            return None
+        rev, head = item.get("rev"), item.get("head")
+        return cls(did=did, rev=rev if isinstance(rev, str) else None, head=head if isinstance(head, str) else None,
+                   active=item.get("active", True) is not False,
+                   status=item.get("status") if isinstance(item.get("status"), str) else None)
 
 
 def _record_of(item: dict) -> PdsRecord:

@@ -3,9 +3,12 @@
 ``register(subparsers)`` adds both commands to the parser of ``cli.app``. Each runs the Dagster jobs
 in-process against the configured instance (DAGSTER_HOME), so its runs appear in the UI:
 
-- ``audit SELECTOR [--check-logins] [--json]``: ``mood_audit_job`` over the selected users'
-  partitions in batched runs (at most 50 users a run), then ``audit_summary_job``. Exit 1 when
-  any problem, unreadable user or (with ``--check-logins``) broken login is found.
+- ``audit SELECTOR [--full] [--check-logins] [--json]``: ``mood_audit_job`` over the selected
+  users' partitions in batched runs (at most 50 users a run), then ``audit_summary_job``. Without
+  ``--full`` (and ``--check-logins``), only users whose repo rev or commit CID or Mongo
+  fingerprint moved since their receipt are run (``sync.incremental``); the others count with
+  their receipts' figures (``users_unchanged``). Exit 1 when any problem, unreadable user or
+  (with ``--check-logins``) broken login is found, unchanged users' included.
 - ``repair SELECTOR [--apply] [--delete-orphans] [--rewrite-legacy] [--json]``: ``mood_repair_job``
   in runs of at most 50 users, each from a fresh audit; a dry run unless ``--apply`` (prints the
   plan); after ``--apply`` the users are audited again and ``audit_summary_job`` runs. Exit 1
@@ -49,7 +52,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("audit", help="compare Mongo with every selected user's repo (read-only)")
     add_selector(p)
     p.add_argument("--check-logins", action="store_true",
-                   help="also try each user's stored credentials (paced) and report broken ones")
+                   help="also try each user's stored credentials (paced) and report broken ones; checks everyone")
+    p.add_argument("--full", action="store_true",
+                   help="check every selected user, even those whose repo and moods did not move since their last audit")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_audit)
 
@@ -68,36 +73,73 @@ def register(subparsers) -> None:
 
 def run_audit(instance, settings, syncable: list, without_account: list, *, check_logins: bool = False,
               verbose: bool = False, defs=None, summary: bool = True, on_user_done=None,
-              refused: list | None = None, store=None) -> tuple[dict, list[dict]]:
+              refused: list | None = None, store=None, full: bool = False,
+              pds=None) -> tuple[dict, list[dict]]:
     """Audit the users through the Dagster jobs (as the CLI does); (totals, per-user facts).
 
     ``refused``: (user, reason) of users whose stored account is refused (``refusal.py``):
     never partitions, each unreadable with its reason, counted with the others.
+    ``full``: run every user; otherwise (and without ``check_logins``) only the users that
+    changed since their receipts, the others counted from their receipts.
     The CLI and the benchmark's ``pipeline`` measurement both run this."""
     from moods_pipeline import progress
     from moods_pipeline.storage.audits import AuditStore
+    from moods_pipeline.storage.receipts import ReceiptStore
     from moods_pipeline.sync import audit as engine
+    from moods_pipeline.sync import incremental
 
     started = time.monotonic()
+    receipts = ReceiptStore(settings.state_dir)
+    selection = None
+    to_run = list(syncable)
+    if not full and not check_logins and syncable:
+        from moods_pipeline.atproto.client import PdsClient
+
+        store = store or open_store(settings)
+        basis = incremental.audit_basis(nuke_policy=settings.nuke_policy, when_tolerance_ms=settings.when_tolerance_ms)
+        client = pds or PdsClient(settings.pds_url)
+        try:
+            selection = incremental.select_changed(syncable, store, client, receipts, basis)
+        finally:
+            if pds is None:
+                client.close()
+        to_run = selection.changed
+        receipts.save_pass(dict(selection.facts(), source="moods-pipeline audit"))
+    elif syncable:
+        receipts.save_pass(dict(incremental.everyone(syncable, "--full" if full else "--check-logins").facts("full"),
+                                source="moods-pipeline audit"))
+    selected_at = time.monotonic()
     stop = progress.listen_users_done(on_user_done)
     try:
+        for summary in selection.unchanged_summaries() if selection else []:
+            progress.notify("user_done", label=f"@{summary['handle']}" if summary.get("handle") else summary["did"],
+                            ok=not summary.get("problems"))
         run_ids = run_job_over_partitions(
-            instance, AUDIT_JOB, [u.did for u in syncable],
-            quiet_run_config({"mood_audit": {"config": {"check_logins": check_logins}}}, verbose), defs=defs,
-        ) if syncable else []
+            instance, AUDIT_JOB, [u.did for u in to_run],
+            quiet_run_config({"mood_audit": {"config": {"check_logins": check_logins, "full": full}}}, verbose),
+            defs=defs,
+        ) if to_run else []
     finally:
         stop()
     audits = AuditStore(settings.state_dir)
     summaries = [s for run_id in run_ids for s in audits.load_run(run_id)]
     summaries += [{"did": user.did, "sub": user.sub, "handle": user.handle, "unreadable": reason,
                    "by_status": {}, "problems": 0, "moods_live": 0, "moods_valid_live": 0}
-                  for user, reason in users_without_result(syncable, (s.get("did") for s in summaries), "audit")]
+                  for user, reason in users_without_result(to_run, (s.get("did") for s in summaries), "audit")]
+    if selection is not None:
+        # A run's safety-net selection may itself find a user unchanged (audited meanwhile): it
+        # is in that run's file, marked unchanged; only users no run reported come from here.
+        reported = {s.get("did") for s in summaries}
+        summaries += [s for s in selection.unchanged_summaries() if s["did"] not in reported]
     if refused:
         store = store or open_store(settings)
         summaries += [engine.refused_user(user, reason, store).summary() for user, reason in refused]
     summaries += [{"did": u.did, "sub": u.sub, "handle": u.handle, "no_account": True} for u in without_account]
     total = engine.totals(summaries)
     total["users_refused"] = len(refused or [])
+    # Refused users are counted apart: neither compared afresh nor vouched for by a receipt.
+    total["users_checked"] = max(0, total["users_checked"] - total["users_refused"])
+    total["seconds_selection"] = round(selected_at - started, 3)
     audited_at = time.monotonic()
     if summary and (syncable or refused):
         result = run_job(instance, AUDIT_SUMMARY_JOB, quiet_run_config({}, verbose), defs=defs)
@@ -144,13 +186,17 @@ def cmd_audit(args) -> int:
     say(f"auditing {len(syncable)} users"
         f"{f', {len(without_account)} without a PDS account counted apart' if without_account else ''}"
         f"{f', {len(refused)} refused (their stored DID cannot be used)' if refused else ''}"
-        f"{' (checking logins, paced)' if args.check_logins else ''}")
+        f"{' (checking logins, paced)' if args.check_logins else ''}"
+        f"{' (--full: every user, receipts or not)' if args.full else ''}")
     with progress.ProgressBar(len(syncable), "audit") as bar:
         total, summaries = run_audit(
             instance, settings, syncable, without_account, check_logins=args.check_logins,
             verbose=getattr(args, "verbose", False), defs=getattr(args, "defs", None),
-            on_user_done=bar.user_done, refused=refused, store=store,
+            on_user_done=bar.user_done, refused=refused, store=store, full=args.full,
         )
+    if total.get("users_unchanged"):
+        say(f"{total['users_unchanged']} users unchanged since their last audit (repo rev and Mongo moods):"
+            f" counted from their receipts; --full checks them too")
     _print_audit(total, summaries, lines_only=args.json)
     if args.json:
         print(json.dumps(total))

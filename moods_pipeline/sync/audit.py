@@ -158,6 +158,11 @@ class UserAudit:
     nuke_policy: str = "keep"
     when_tolerance_ms: int = 1000
     rewrite_legacy: bool = False
+    # With ``track_heads``: the repo's rev and commit CID read right before its records, and the
+    # fingerprint of the moods compared (``sync.incremental`` makes the receipt from them).
+    repo_rev: str | None = None
+    repo_head: str | None = None
+    fingerprint: str | None = None
     _frame: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -338,8 +343,12 @@ def audit_user(
     read: str = "auto",
     moods: MoodSource | None = None,
     pacer: LoginPacer | None = None,
+    track_heads: bool = False,
 ) -> UserAudit:
-    """Audit one user. Never raises for the user's own trouble (it lands in ``unreadable``)."""
+    """Audit one user. Never raises for the user's own trouble (it lands in ``unreadable``).
+
+    ``track_heads``: also read the repo's latest commit (getLatestCommit) before its records
+    and fingerprint the moods compared, for the user's receipt (``sync.incremental``)."""
     started = time.monotonic()
     audit = UserAudit(user=user, nuke_policy=nuke_policy, when_tolerance_ms=when_tolerance_ms,
                       rewrite_legacy=rewrite_legacy)
@@ -362,6 +371,12 @@ def audit_user(
             audit.login = check_login(user, pds, pacer)
         first = "pages" if read == "auto" else read
         audit.read = first
+        if track_heads:
+            try:
+                head = pds.latest_commit(user.did)
+                audit.repo_rev, audit.repo_head = head.rev, head.head
+            except PdsError as exc:  # no receipt then; reading the records says what is wrong
+                log.debug("latest commit of %s unreadable: %s", user.label, exc)
         try:
             records = read_records(pds, user.did, first)
         except PdsError as exc:
@@ -383,6 +398,10 @@ def audit_user(
             rows = analyze(user_moods, records, when_tolerance_ms=when_tolerance_ms)
         audit.rows = rows
         audit.counts = _counts(rows)
+        if track_heads:
+            from moods_pipeline.sync.fingerprint import user_fingerprint
+
+            audit.fingerprint = user_fingerprint(user.sub, user.did, user_moods)
         audit.moods_live, audit.moods_valid_live = _live_counts_of_rows(rows)
         audit.records = len(records)
         return audit
@@ -409,6 +428,7 @@ def audit_users(
     read: str = "auto",
     login_interval_s: float = 0.2,
     on_user_done: Callable[[UserAudit], None] | None = None,
+    track_heads: bool = False,
 ) -> list[UserAudit]:
     """Audit users concurrently; the audits in the order the users were given."""
     check_nuke_policy(nuke_policy)
@@ -424,6 +444,7 @@ def audit_users(
         audit = audit_user(
             user, store, pds, nuke_policy=nuke_policy, when_tolerance_ms=when_tolerance_ms,
             rewrite_legacy=rewrite_legacy, check_logins=check_logins, read=read, moods=moods, pacer=pacer,
+            track_heads=track_heads,
         )
         if on_user_done:
             on_user_done(audit)
@@ -452,6 +473,8 @@ def totals(summaries: Iterable[dict]) -> dict:
     from Mongo); ``by_status``: the reconciliation rows of the readable users; ``problems``;
     ``sync_rate_pct``: 100 x (synced + legacy_field) / valid live moods, where the valid live
     moods of unreadable users count as not verified (an outage never reads as in step).
+    ``users_checked``: users compared afresh; ``users_unchanged``: users whose receipt still
+    held (summaries marked ``unchanged``), counted everywhere from their receipts.
     Extra keys: ``users_no_account``, ``users_with_problems``, ``moods_unverified``,
     ``logins_checked``, ``logins_broken``.
     """
@@ -479,6 +502,10 @@ def totals(summaries: Iterable[dict]) -> dict:
         "moods_unverified": unverified,
         "logins_checked": len(checked),
         "logins_broken": sum(1 for s in checked if s.get("login") != LOGIN_OK),
+        # An unchanged user's summary comes from its receipt (``sync.incremental``); the others
+        # were compared afresh.
+        "users_checked": sum(1 for s in accounts if not s.get("unchanged")),
+        "users_unchanged": sum(1 for s in accounts if s.get("unchanged")),
     }
 
 

@@ -157,13 +157,20 @@ def test_summary_check_warns_on_orphan_repos(mongo_db, make_account, test_settin
 # --- the nightly schedule -------------------------------------------------------------------
 
 
-def test_nightly_schedule_audits_everyone_in_runs_of_at_most_50(dagster_instance):
+def test_nightly_schedule_audits_everyone_in_runs_of_at_most_50(dagster_instance, test_settings):
     from datetime import datetime, timezone
 
     from moods_pipeline.defs.audit.schedules import nightly_audit_schedule, nightly_audit_summary_schedule
+    from moods_pipeline_tests.world import resources_for
 
     when = datetime(2026, 1, 2, 2, 0, tzinfo=timezone.utc)
-    context = dg.build_schedule_context(instance=dagster_instance, scheduled_execution_time=when)
+    # No user has a receipt (these DIDs are in no users document): everyone is changed.
+    with dg.build_schedule_context(instance=dagster_instance, scheduled_execution_time=when,
+                                   resources=resources_for(test_settings)) as context:
+        check_nightly_schedule(dagster_instance, context, nightly_audit_schedule, nightly_audit_summary_schedule)
+
+
+def check_nightly_schedule(dagster_instance, context, nightly_audit_schedule, nightly_audit_summary_schedule):
     assert isinstance(nightly_audit_schedule(context), dg.SkipReason)
 
     keys = [f"did:plc:{i:024d}" for i in range(120)]
