@@ -150,3 +150,15 @@ def test_the_audit_engine_and_the_store_keep_the_cid_columns():
     # A file written before the CID columns existed reads with them empty.
     old = columns_to_table(audit.columns()).drop_columns(["expected_cid", "cid"])
     assert table_to_frame(old)[["expected_cid", "cid"]].isna().all().all()
+
+
+def test_the_ui_table_shows_both_cids():
+    from moods_pipeline.defs.audit.assets import reconciliation_table
+
+    m, other = mood(30), mood(31)
+    audit = UserAudit(user=USER, rows=analyze([m, other], [stored(m), stored(other, when="2025-10-09T19:31:28.821+00:00")]))
+    table = reconciliation_table(audit)
+    assert [c.name for c in table.schema.columns][-2:] == ["expected_cid", "cid"]
+    rows = {r.data["mood_id"]: r.data for r in table.records}
+    assert rows[m.id]["expected_cid"] == rows[m.id]["cid"] == expected_cid(m)
+    assert rows[other.id]["cid"] == stored(other, when="2025-10-09T19:31:28.821+00:00").cid != rows[other.id]["expected_cid"]

@@ -38,7 +38,8 @@ from moods_pipeline.sync import incremental
 from moods_pipeline.sync.reconcile import LEGACY_FIELD, PROBLEM_STATUSES, STATUSES, SYNCED
 
 MAX_TABLE_ROWS = 100  # reconciliation rows in a materialization's metadata; the rest is in Parquet
-TABLE_COLUMNS = ("status", "kind", "mood_id", "rkey", "pointer", "issues", "detail", "mood_len", "mood_hash")
+TABLE_COLUMNS = ("status", "kind", "mood_id", "rkey", "pointer", "issues", "detail", "mood_len", "mood_hash",
+                 "expected_cid", "cid")
 MAX_LISTED = 100  # users listed in the summary's markdown
 
 
