@@ -21,6 +21,8 @@ from moods_pipeline.defs.lexicons.jobs import publish_lexicons_job
 from moods_pipeline.defs.live.assets import sync_latency, sync_latency_job
 from moods_pipeline.defs.live.sensors import catchup_sensor, catchup_sync_job, firehose_sensor
 from moods_pipeline.defs.repair.jobs import mood_repair_job
+from moods_pipeline.defs.report.assets import migration_report, migration_report_job
+from moods_pipeline.defs.users.assets import users, users_job
 from moods_pipeline.defs.resources import (
     MONGO_VARIABLES,
     PDS_VARIABLES,
@@ -54,11 +56,11 @@ def default_resources() -> dict:
 
 def build_definitions(resources: dict | None = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=[mood_backfill, backfill_summary, mood_audit, audit_summary, sync_latency],
+        assets=[mood_backfill, backfill_summary, mood_audit, audit_summary, sync_latency, users, migration_report],
         asset_checks=[everyone_in_step],
         jobs=[
             backfill_job, backfill_summary_job, audit_job, audit_summary_job, mood_repair_job,
-            publish_lexicons_job, catchup_sync_job, sync_latency_job, erase_job,
+            publish_lexicons_job, catchup_sync_job, sync_latency_job, erase_job, users_job, migration_report_job,
         ],
         schedules=[nightly_audit_schedule, nightly_audit_summary_schedule, weekly_full_audit_schedule],
         sensors=[users_partition_sensor, catchup_sensor, firehose_sensor, *ops_sensors, summaries_automation_sensor],

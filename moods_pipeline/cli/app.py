@@ -12,7 +12,7 @@ import logging
 import sys
 import warnings
 
-from moods_pipeline.cli import audit, backfill, erase, lexicons, stack
+from moods_pipeline.cli import audit, backfill, erase, lexicons, report, stack, whois
 from moods_pipeline.cli.common import EXIT_USAGE, UsageError, say
 from moods_pipeline.settings import ConfigError
 
@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     lexicons.register(sub)
     audit.register(sub)
     erase.register(sub)
+    whois.register(sub)
+    report.register(sub)
     stack.register_demo(sub)
     return parser
 

@@ -38,7 +38,7 @@ AUDIT_FRESHNESS = dg.FreshnessPolicy.cron(deadline_cron="0 7 * * *", lower_bound
 
 SENSOR_NAME = "summaries_automation_sensor"
 SENSOR_INTERVAL_S = 30
-SUMMARY_ASSETS = ("backfill_summary", "audit_summary")
+SUMMARY_ASSETS = ("backfill_summary", "audit_summary", "users", "migration_report")
 
 summaries_automation_sensor = dg.AutomationConditionSensorDefinition(
     SENSOR_NAME,

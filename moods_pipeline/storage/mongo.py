@@ -293,6 +293,27 @@ class MongoStore:
         """Moods whose `user` is missing or null: no one to sync them for."""
         return self.db.moods.count_documents({"user": None})
 
+    def live_mood_counts(self, subs: list[str] | None = None) -> dict[str, int]:
+        """Live moods per sub (of ``subs``, or of everyone), in one aggregation."""
+        match: dict = {"deleted": {"$ne": True}}
+        if subs is not None:
+            match["user"] = {"$in": list(subs)}
+        rows = self.db.moods.aggregate([{"$match": match}, {"$group": {"_id": "$user", "n": {"$sum": 1}}}])
+        return {row["_id"]: int(row["n"]) for row in rows if isinstance(row["_id"], str)}
+
+    def migration_counts(self) -> dict[str, int]:
+        """The checklist's Mongo-side figures: users, users with an ATProto account (a DID and a
+        password), live and nuked moods, live moods whose pointer (``atproto.rkey``) is set."""
+        live = {"deleted": {"$ne": True}}
+        return {
+            "users": self.db.users.count_documents({}),
+            "users_with_atproto": self.db.users.count_documents(
+                {"atproto.did": {"$exists": True, "$ne": None}, "atproto.password": {"$exists": True, "$ne": None}}),
+            "moods_live": self.db.moods.count_documents(live),
+            "moods_nuked": self.db.moods.count_documents({"deleted": True}),
+            "moods_with_pointer": self.db.moods.count_documents({**live, "atproto.rkey": {"$exists": True, "$ne": None}}),
+        }
+
     def moods_by_id(self, mood_ids: list[str]) -> dict[str, Mood]:
         """Many moods by id in one query (ids that are not ObjectIds are ignored)."""
         ids = [ObjectId(m) for m in mood_ids if ObjectId.is_valid(m)]

@@ -1,0 +1,1 @@
+"""The migration report asset: the checklist's figures."""
