@@ -18,8 +18,12 @@ made), the mood stays without an ``atproto.rkey`` pointer. Each tick the sensor 
   Mongo does not point at are found by the audit, ``nuked_on_pds``, and removed by repair.)
 
 Attempts live under ``MOODS_STATE_DIR/catchup/attempts/<mood id>.json`` (one small JSON file
-per mood that has been tried and is not done, written atomically), never in the
-application's mood documents. An attempt is counted when the sensor requests the mood, so a
+per mood that has been tried and is not done, replaced whole through ``storage.files``, so the
+state dir may be an object store), never in the application's mood documents. They stay there
+rather than in the sensor's cursor because the runs write them too (each mood's outcome), and
+a sensor cursor is written by its sensor alone; one object per mood also means two writers
+never overwrite each other's moods. The tick's summary, which only the sensor writes, is the
+sensor's cursor. An attempt is counted when the sensor requests the mood, so a
 run that never finishes counts too; the run records the outcome. A mood that is done (synced,
 deleted, or no longer a candidate) loses its file. After ``max_attempts`` failed attempts a
 mood is **reported** (listed in the sensor's log and the next run's metadata, and by
@@ -39,17 +43,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Iterable
 
 from bson import ObjectId
+from upath import UPath
 
 from moods_pipeline.model import Mood, UserAccount
 from moods_pipeline.settings import Settings
-from moods_pipeline.storage.files import write_json_atomic
+from moods_pipeline.storage.files import list_files, read_bytes, read_many, remove, state_path, write_json_atomic
 from moods_pipeline.sync.live import FAILED, SKIPPED, LiveResult, LiveSync
 from moods_pipeline.sync.mood_record import Invalid, build_record
 from moods_pipeline.sync.rollout import Rollout
@@ -142,29 +147,38 @@ class Attempt:
 class CatchupState:
     """The attempt files under ``<state_dir>/catchup/``."""
 
-    def __init__(self, state_dir: Path | str) -> None:
-        self.root = Path(state_dir) / "catchup"
+    def __init__(self, state_dir: str | os.PathLike | UPath) -> None:
+        self.root = state_path(state_dir) / "catchup"
         self.attempts_dir = self.root / "attempts"
         self.runs_dir = self.root / "runs"
 
-    def _path(self, mood_id: str) -> Path:
+    def _path(self, mood_id: str) -> UPath:
         if not ObjectId.is_valid(mood_id):
             raise ValueError("mood id must be an ObjectId")
         return self.attempts_dir / f"{mood_id}.json"
 
+    @staticmethod
+    def _parse(raw: bytes | None) -> Attempt | None:
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+            return Attempt(**{k: v for k, v in data.items() if k in Attempt.__dataclass_fields__})
+        except (ValueError, TypeError, AttributeError):
+            return None  # a damaged file counts as no attempt: the mood is simply tried again
+
     def get(self, mood_id: str) -> Attempt | None:
         try:
-            data = json.loads(self._path(mood_id).read_text())
-        except (OSError, ValueError):
+            return self._parse(read_bytes(self._path(mood_id)))
+        except OSError:
             return None
-        return Attempt(**{k: v for k, v in data.items() if k in Attempt.__dataclass_fields__})
 
     def all(self) -> dict[str, Attempt]:
         found: dict[str, Attempt] = {}
-        if not self.attempts_dir.exists():
-            return found
-        for path in sorted(self.attempts_dir.glob("*.json")):
-            attempt = self.get(path.stem)
+        paths = [p for p in list_files(self.attempts_dir, ".json") if ObjectId.is_valid(p.name[: -len(".json")])]
+        data = read_many(paths)  # concurrent on an object store
+        for path in paths:
+            attempt = self._parse(data.get(str(path)))
             if attempt is not None:
                 found[attempt.mood_id] = attempt
         return found
@@ -173,10 +187,7 @@ class CatchupState:
         write_json_atomic(self._path(attempt.mood_id), asdict(attempt))
 
     def forget(self, mood_id: str) -> None:
-        try:
-            self._path(mood_id).unlink()
-        except FileNotFoundError:
-            pass
+        remove(self._path(mood_id))
 
     def started(self, mood_id: str, action: str, now: float, policy: CatchupPolicy) -> Attempt:
         """Count an attempt as the sensor requests it; the next one waits out the backoff."""
@@ -207,13 +218,10 @@ class CatchupState:
         now = time.time() if now is None else now
         return sorted((a for a in self.all().values() if a.gave_up(policy, now)), key=lambda a: a.first_attempt_at)
 
-    def save_run(self, run_id: str, report: "CatchupReport") -> Path:
+    def save_run(self, run_id: str, report: "CatchupReport") -> UPath:
         path = self.runs_dir / f"{run_id}.json"
         write_json_atomic(path, report.to_dict())
         return path
-
-    def save_tick(self, summary: dict) -> None:
-        write_json_atomic(self.root / "last_tick.json", summary)
 
 
 # --- candidates ----------------------------------------------------------------------------------

@@ -1,17 +1,26 @@
 """Follows the PDS firehose for ``computer.aesthetic.mood`` commits: confirms that records
 arrived, measures sync latency, reports records that match no Mongo mood. Plain Python.
 
-    follower = FirehoseFollower(store, pds_url, state_dir)
-    report = follower.drain(max_seconds=20)      # what arrived since the persisted cursor
+    follower = FirehoseFollower(store, pds_url, state_dir, cursor=seq)  # seq: where to read from
+    report = follower.drain(max_seconds=20)      # what arrived since then
+    report.cursor                                # where the next drain reads from
     follower.stats()                             # p50/p95 latency and counts
 
-State: ``<MOODS_STATE_DIR>/firehose/follower.json``, one JSON object replaced atomically after
-each processed batch of commits. It holds the cursor (the seq of the last event processed)
-together with every count and sample, so a crash before a save loses the batch's counts and
-its cursor advance alike: the next drain (a new follower object from the same state)
-processes those events again, and nothing is lost or counted twice. A state whose PDS URL
-differs from the one given, or a cursor the PDS calls ``FutureCursor`` (a reset PDS), starts
-over from the live stream (a warning says so).
+Where to read from (the seq of the last event processed) is the caller's: the firehose sensor
+keeps it in its Dagster cursor (``defs/live/sensors.py``), as Dagster means sensor cursors to be
+used. Given none (a sensor's first tick, or a cursor an operator cleared), the follower starts
+from the seq its statistics were counted through, if it has statistics for this PDS (the
+upgrade from when that file was the only cursor: ``resumed_from`` says ``"file"``), else from
+the live stream.
+
+Statistics: ``<MOODS_STATE_DIR>/firehose/follower.json`` (through ``storage.files``: a local
+path or an object store), one JSON object replaced whole after each processed batch of commits:
+every count and sample, together with the seq they are counted through (``cursor``). Events
+at or below that seq are read again but never counted again, so a tick that dies after a save
+(its Dagster cursor not advanced) neither loses nor double-counts anything, and one that dies
+before a save loses the batch's counts and its advance alike. A state whose PDS URL differs
+from the one given, or a cursor the PDS calls ``FutureCursor`` (a reset PDS), starts over from
+the live stream (a warning says so).
 
 For each create or update of a mood record in a commit:
 
@@ -31,24 +40,26 @@ after that.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Callable, Iterable
+
+from upath import UPath
 
 from moods_pipeline import MOOD_COLLECTION
 from moods_pipeline.atproto.firehose import Commit, FirehoseError, iter_commits
-from moods_pipeline.storage.files import write_json_atomic
+from moods_pipeline.storage.files import read_json, state_path, write_json_atomic
 
 log = logging.getLogger(__name__)
 
 __all__ = ["FollowerState", "DrainReport", "FirehoseFollower", "percentile", "latency_stats", "STATE_FILE"]
 
-STATE_FILE = Path("firehose") / "follower.json"
+STATE_FILE = PurePosixPath("firehose") / "follower.json"
 MAX_SAMPLES = 10_000  # latency samples kept (the newest)
 MAX_UNMATCHED = 1_000  # unmatched records kept (the newest)
 STATE_VERSION = 1
@@ -84,7 +95,7 @@ def percentile(values: Iterable[float], q: float) -> float | None:
 class FollowerState:
     pds_url: str
     started_at: str  # ISO: latency counts moods whose `when` is at or after this
-    cursor: int | None = None  # seq of the last event processed
+    cursor: int | None = None  # seq of the last event counted (read again, never counted again)
     version: int = STATE_VERSION
     commits: int = 0  # commits with mood ops processed
     ops: int = 0  # mood ops (create, update, delete)
@@ -158,37 +169,41 @@ class FirehoseFollower:
         self,
         store,
         pds_url: str,
-        state_dir: Path | str,
+        state_dir: str | os.PathLike | UPath,
         *,
+        cursor: int | None = None,
         clock: Callable[[], float] = time.time,
         commits: Callable[..., Iterable[Commit]] = iter_commits,
         save_every: int = 200,
     ) -> None:
         self.store = store
         self.pds_url = pds_url.rstrip("/")
-        self.path = Path(state_dir) / STATE_FILE
+        self.state_dir = state_path(state_dir)
+        self.path = self.state_dir / STATE_FILE
         self.clock = clock
         self._commits = commits
         self.save_every = max(1, save_every)
         self._dids: dict[str, str | None] = {}  # did -> sub
         self.state = self._load()
+        # Where the stream is read from: the caller's cursor, else the statistics' own.
+        self.resumed_from = "cursor" if cursor is not None else "file" if self.state.cursor is not None else "live"
+        self.position: int | None = cursor if cursor is not None else self.state.cursor
+        if self.resumed_from == "file":
+            log.info("firehose follower: no cursor given; starting from seq %s kept in %s", self.position, self.path)
 
     # -- state --
 
     @staticmethod
-    def load_state(state_dir: Path | str) -> FollowerState | None:
-        path = Path(state_dir) / STATE_FILE
-        try:
-            return FollowerState.from_dict(json.loads(path.read_text()))
-        except FileNotFoundError:
-            return None
+    def load_state(state_dir: str | os.PathLike | UPath) -> FollowerState | None:
+        data = read_json(state_path(state_dir) / STATE_FILE)
+        return None if data is None else FollowerState.from_dict(data)
 
     def _fresh(self) -> FollowerState:
         now = datetime.fromtimestamp(self.clock(), tz=timezone.utc)
         return FollowerState(pds_url=self.pds_url, started_at=_iso(now))
 
     def _load(self) -> FollowerState:
-        state = self.load_state(self.path.parent.parent)
+        state = self.load_state(self.state_dir)
         if state is None:
             state = self._fresh()
             log.info("firehose follower starts now (%s) on %s", state.started_at, self.pds_url)
@@ -215,8 +230,8 @@ class FirehoseFollower:
         """Process the commits since the cursor for at most ``max_seconds`` (less if the stream
         goes idle for ``idle_s``); persist after every ``save_every`` commits and at the end."""
         began = time.monotonic()
-        report = DrainReport(events_from=self.state.cursor, cursor=self.state.cursor)
-        stream = self._commits(self.pds_url, cursor=self.state.cursor, collection=MOOD_COLLECTION,
+        report = DrainReport(events_from=self.position, cursor=self.position)
+        stream = self._commits(self.pds_url, cursor=self.position, collection=MOOD_COLLECTION,
                                stop_after_s=max_seconds, idle_s=idle_s, max_events=max_events)
         pending: list[Commit] = []
         try:
@@ -238,7 +253,9 @@ class FirehoseFollower:
             report.error = str(exc)
             if exc.error == "FutureCursor":
                 log.warning("firehose cursor %s is ahead of the PDS (reset?): following live from now",
-                            self.state.cursor)
+                            self.position)
+                # Both: the reset PDS numbers its events from 1 again, which must be counted.
+                self.position = None
                 self.state.cursor = None
             else:
                 log.warning("firehose drain stopped: %s", exc)
@@ -249,7 +266,7 @@ class FirehoseFollower:
         self.state.drains += 1
         self.state.last_drain_at = _iso(datetime.fromtimestamp(self.clock(), tz=timezone.utc))
         self._save()
-        report.cursor = self.state.cursor
+        report.cursor = self.position
         report.seconds = time.monotonic() - began
         log.info("firehose drain: %d commits, %d records seen, %d confirmed, %d unmatched, %d latencies; cursor %s",
                  report.commits, report.seen, report.confirmed, report.unmatched, len(report.latencies), report.cursor)
@@ -258,6 +275,8 @@ class FirehoseFollower:
     def _advance(self, seq: int | None) -> None:
         if seq is not None and (self.state.cursor is None or seq > self.state.cursor):
             self.state.cursor = seq
+        if seq is not None and (self.position is None or seq > self.position):
+            self.position = seq
         self._save()
 
     def _sub_of(self, did: str) -> str | None:
@@ -282,7 +301,7 @@ class FirehoseFollower:
         state = self.state
         for commit in commits:
             if commit.seq is not None and state.cursor is not None and commit.seq <= state.cursor:
-                continue  # already processed (cannot happen with a correct cursor; cheap to be sure)
+                continue  # counted before: the caller's cursor lagged behind the saved statistics
             state.commits += 1
             report.commits += 1
             if commit.time is not None:

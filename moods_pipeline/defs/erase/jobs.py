@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+from upath import UPath
 
 from moods_pipeline import progress
 from moods_pipeline.defs.partitions import PDS_WRITER_POOL, PDS_WRITER_TAGS
@@ -40,7 +41,7 @@ from moods_pipeline.defs.resources import (
     PdsResource,
     PipelineSettingsResource,
 )
-from moods_pipeline.storage.files import write_json_atomic
+from moods_pipeline.storage.files import read_json, state_path, write_json_atomic
 from moods_pipeline.storage.journal import DeletionJournal
 from moods_pipeline.sync.live import FAILED, SKIPPED, EraseResult, LiveSync
 
@@ -75,17 +76,13 @@ def summarize_erase(results: list[EraseResult], mode: str, dry_run: bool, second
     }
 
 
-def report_path(state_dir: Path | str, run_id: str) -> Path:
-    return Path(state_dir) / "erase" / f"{run_id}.json"
+def report_path(state_dir: Path | str, run_id: str) -> UPath:
+    # state_path, not Path: the state dir may be an object-store URL.
+    return state_path(state_dir) / "erase" / f"{run_id}.json"
 
 
 def load_report(state_dir: Path | str, run_id: str) -> dict | None:
-    import json
-
-    try:
-        return json.loads(report_path(state_dir, run_id).read_text())
-    except FileNotFoundError:
-        return None
+    return read_json(report_path(state_dir, run_id))
 
 
 def _rkeys_text(rkeys: list[str]) -> str:

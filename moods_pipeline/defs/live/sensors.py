@@ -13,7 +13,10 @@ Thin Dagster layer over ``moods_pipeline.sync.catchup``, ``moods_pipeline.sync.l
   outcomes for the backoff bookkeeping and under ``MOODS_STATE_DIR/catchup/runs/``, and fails
   (after recording) if any mood failed, so an outage shows red.
 - ``firehose_sensor`` (every 30 s) drains the firehose for a bounded time and, when mood
-  records arrived, requests ``sync_latency_job``.
+  records arrived, requests ``sync_latency_job``. Where it reads from is its Dagster cursor,
+  ``{"pds_url": ..., "seq": n}`` (the UI shows it; clearing it there resumes from the seq the
+  follower's statistics under ``MOODS_STATE_DIR/firehose/`` were counted through, which is also
+  how a deployment from before this cursor carries on). A cursor for another PDS is ignored.
 
 The settings named here come from the ``pipeline`` resource (``PipelineSettingsResource``: the
 variables bound in definitions.py, parsed by ``moods_pipeline.settings``), evaluated each tick.
@@ -142,8 +145,10 @@ def catchup_sensor(context: dg.SensorEvaluationContext, mongo: MongoResource, pi
     state = CatchupState(settings.state_dir)
     now = time.time()
     candidates = find_candidates(mongo.store(), state, policy, now)
+    # The tick's summary is the sensor's cursor (the UI shows it); the attempts stay in the state
+    # dir, where the runs record their outcomes too.
     summary = {"at": now, "rollout": policy.rollout, "nuke_policy": policy.nuke_policy, **candidates.summary()}
-    state.save_tick(summary)
+    context.update_cursor(json.dumps(summary, sort_keys=True))
     context.log.info(f"catch-up candidates: {json.dumps(candidates.summary())}")
     newly = candidates.newly_reported
     for attempt in newly[:MAX_ROWS]:
@@ -176,7 +181,7 @@ def catchup_sensor(context: dg.SensorEvaluationContext, mongo: MongoResource, pi
                   "moods/delete_count": str(len(run[DELETE]))},
         ))
     mark_reported(state, newly, now)
-    return dg.SensorResult(run_requests=requests, cursor=json.dumps(summary, sort_keys=True))
+    return dg.SensorResult(run_requests=requests)
 
 
 # --- the firehose --------------------------------------------------------------------------------
@@ -191,20 +196,47 @@ def catchup_sensor(context: dg.SensorEvaluationContext, mongo: MongoResource, pi
 def firehose_sensor(
     context: dg.SensorEvaluationContext, mongo: MongoResource, pds: PdsResource, pipeline: PipelineSettingsResource
 ):
-    """Drains the firehose since the follower's cursor for at most 20 s; when mood records
+    """Drains the firehose since the sensor's cursor for at most 20 s; when mood records
     arrived, requests a sync_latency materialization."""
     settings = pipeline.settings()
-    follower = FirehoseFollower(mongo.store(), pds.base_url(), settings.state_dir)
+    pds_url = pds.base_url().rstrip("/")
+    seq, note = firehose_position(context.cursor, pds_url)
+    if note:
+        context.log.warning(f"firehose: {note}")
+    follower = FirehoseFollower(mongo.store(), pds_url, settings.state_dir, cursor=seq)
+    if follower.resumed_from == "file":
+        context.log.info(f"firehose: the sensor has no cursor yet; starting from seq {follower.position}, "
+                         f"kept in {follower.path}")
     report = follower.drain(max_seconds=20.0, idle_s=2.0)
     text = (f"{report.commits} commits, {report.seen} records seen, {report.confirmed} confirmed, "
             f"{report.unmatched} unmatched, {len(report.latencies)} latencies; cursor {report.cursor}")
     if report.error:
         context.log.warning(f"firehose: {report.error}")
     context.log.info(f"firehose: {text}")
-    cursor = str(report.cursor) if report.cursor is not None else None
+    cursor = json.dumps({"pds_url": pds_url, "seq": report.cursor}, sort_keys=True)
     if not report.changed:
         return dg.SensorResult(skip_reason=f"no mood commits ({text})", cursor=cursor)
     return dg.SensorResult(run_requests=[dg.RunRequest(run_key=f"sync_latency-{report.cursor}")], cursor=cursor)
+
+
+def firehose_position(cursor: str | None, pds_url: str) -> tuple[int | None, str | None]:
+    """The seq to read from in the sensor's cursor (None: none), and a note when the cursor is
+    not usable. A bare number is the cursor this sensor kept before it named its PDS."""
+    if not cursor:
+        return None, None
+    text = cursor.strip()
+    if text.isdigit():
+        return int(text), None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None, f"cursor {text[:80]!r} is not one this sensor writes: ignored"
+    if not isinstance(data, dict):
+        return None, f"cursor {text[:80]!r} is not one this sensor writes: ignored"
+    if str(data.get("pds_url") or "").rstrip("/") != pds_url:
+        return None, f"cursor is for {data.get('pds_url')!r}, not {pds_url}: ignored, following from scratch"
+    seq = data.get("seq")
+    return (seq if isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0 else None), None
 
 
 live_jobs = [catchup_sync_job, sync_latency_job]
