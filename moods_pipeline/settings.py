@@ -105,8 +105,12 @@ def parse_state_dir(value: str | os.PathLike) -> UPath:
         return UPath(text)
     if text.startswith(("file://", "local://")):
         return UPath(UPath(text).path)
-    protocol = text.split("://", 1)[0]
-    if protocol in ("s3", "s3a") and not urlsplit(text).netloc:
+    protocol, parts = text.split("://", 1)[0], urlsplit(text)
+    if "@" in parts.netloc:
+        # The value is printed (journal, metadata): credentials belong in their own variables.
+        raise ConfigError(f"MOODS_STATE_DIR={protocol}://...: credentials in the URL are refused; "
+                          "use the object store's variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)")
+    if protocol in ("s3", "s3a") and not parts.netloc:
         raise ConfigError(f"MOODS_STATE_DIR={text!r} names no bucket (s3://bucket/prefix)")
     try:
         # Another process may add objects at any time: a cached listing would hide them.

@@ -35,6 +35,9 @@ def test_state_dir_values():
         parse_state_dir("s3:///no-bucket")
     with pytest.raises(ConfigError, match="MOODS_STATE_DIR"):
         parse_state_dir("nosuchprotocol://x/y")
+    with pytest.raises(ConfigError, match="credentials") as refused:
+        parse_state_dir("s3://AKIAEXAMPLE:hunter2secret@bucket/prefix")
+    assert "hunter2secret" not in str(refused.value) and "AKIAEXAMPLE" not in str(refused.value)
 
 
 def test_write_read_list_remove(any_state_dir):
