@@ -116,7 +116,9 @@ def run_audit(instance, settings, syncable: list, without_account: list, *, chec
                             ok=not summary.get("problems"))
         run_ids = run_job_over_partitions(
             instance, AUDIT_JOB, [u.did for u in to_run],
-            quiet_run_config({"mood_audit": {"config": {"check_logins": check_logins, "full": full}}}, verbose),
+            # full: the users were chosen here already (changed, or --full); the asset need not
+            # select again.
+            quiet_run_config({"mood_audit": {"config": {"check_logins": check_logins, "full": True}}}, verbose),
             defs=defs,
         ) if to_run else []
     finally:
@@ -127,10 +129,7 @@ def run_audit(instance, settings, syncable: list, without_account: list, *, chec
                    "by_status": {}, "problems": 0, "moods_live": 0, "moods_valid_live": 0}
                   for user, reason in users_without_result(to_run, (s.get("did") for s in summaries), "audit")]
     if selection is not None:
-        # A run's safety-net selection may itself find a user unchanged (audited meanwhile): it
-        # is in that run's file, marked unchanged; only users no run reported come from here.
-        reported = {s.get("did") for s in summaries}
-        summaries += [s for s in selection.unchanged_summaries() if s["did"] not in reported]
+        summaries += selection.unchanged_summaries()
     if refused:
         store = store or open_store(settings)
         summaries += [engine.refused_user(user, reason, store).summary() for user, reason in refused]

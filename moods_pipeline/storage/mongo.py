@@ -278,6 +278,17 @@ class MongoStore:
             by_sub.setdefault(doc.get("user"), []).append(_mood_from_doc(doc))
         return by_sub
 
+    def iter_moods_of_users(self, subs: Iterable[str], chunk: int = 1000) -> Iterable[Mood]:
+        """Every mood (nuked included) of these users, as ``moods_of`` reads them, streamed in no
+        particular order: one query per ``chunk`` users (the ``{user: 1}`` index), no sort, so
+        the fingerprints of a thousand users cost one round trip and no per-user query. Mood
+        text passes through (it is hashed by the caller), it is never kept here."""
+        subs = list(dict.fromkeys(subs))
+        for start in range(0, len(subs), chunk):
+            part = subs[start : start + chunk]
+            for doc in self.db.moods.find({"user": {"$in": part}}, MOOD_FIELDS, batch_size=1000):
+                yield _mood_from_doc(doc)
+
     def owner_of_moods(self, mood_ids: list[str]) -> str | None:
         """The ``user`` of the first of these moods found in Mongo (non-ObjectIds are ignored)."""
         ids = [ObjectId(m) for m in mood_ids if ObjectId.is_valid(m)]

@@ -54,7 +54,8 @@ class AuditConfig(dg.Config):
     full: bool = False
     """Audit every selected user. Off: a user whose repo rev and commit CID and whose Mongo
     fingerprint equal its last receipt is not read again (its partition gets an observation
-    saying so); --check-logins always checks everyone."""
+    saying so); check_logins always checks everyone. The CLI sets it for the users it has
+    chosen itself (the changed ones, or everyone with --full)."""
 
 
 def reconciliation_table(audit: engine.UserAudit, limit: int = MAX_TABLE_ROWS) -> dg.TableMetadataValue:
