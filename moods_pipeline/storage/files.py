@@ -209,10 +209,15 @@ def read_many(paths: Iterable[str | os.PathLike | UPath]) -> dict[str, bytes]:
     for group in remote.values():
         fs = group[0].fs
         by_key = {p.path: p for p in group}
-        got = fs.cat(list(by_key), on_error="omit")
+        got = fs.cat(list(by_key), on_error="return")
         for key, data in got.items():
+            if isinstance(data, FileNotFoundError):
+                continue  # removed since it was listed
+            if isinstance(data, BaseException):
+                # Anything else (no permission, the store down) must not look like "no file".
+                raise data
             path = by_key.get(key) or by_key.get(key.rstrip("/"))
-            if path is not None and isinstance(data, bytes):
+            if path is not None:
                 out[str(path)] = data
     return out
 

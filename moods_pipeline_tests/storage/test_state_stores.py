@@ -241,3 +241,21 @@ def test_arrow_paths_refuses_mixed_stores(tmp_path, any_state_dir):
 
     files.write_atomic(any_state_dir / "t.parquet", lambda tmp: pq.write_table(table, tmp))
     assert files.read_parquet(any_state_dir / "t.parquet").to_pydict() == {"x": [1, 2]}
+
+
+def test_an_unreadable_store_is_an_error_not_an_empty_one(local_s3, s3_state_dir, monkeypatch):
+    """Wrong credentials must fail loudly: a journal that reads as empty would hide deletions."""
+    DeletionJournal(s3_state_dir, command="test").intent(kind=RECORDS, did="did:plc:z", sub="s", handle=None,
+                                                         reason="test")
+    assert len(read_journal(s3_state_dir)) == 1
+    fs = s3_state_dir.fs
+
+    def refuse(paths, recursive=False, on_error="raise", **kwargs):
+        error = PermissionError("Access Denied")
+        if on_error == "raise":
+            raise error
+        return {p: error for p in paths}
+
+    monkeypatch.setattr(fs, "cat", refuse)
+    with pytest.raises(PermissionError):
+        read_journal(s3_state_dir)
