@@ -63,14 +63,6 @@ Rules for a mood row
   - ``stale_pointer``: the pointer is set and is not the chosen record's rkey: it names an
     rkey that does not exist, a record carrying another mood's id (live or nuked), or a record
     that is an orphan. Only the pointer is wrong; that other record is never rewritten.
-  The CID comes first: a chosen record whose CID equals ``expected_cid`` *is* the expected
-  record (same canonical bytes), so its fields are not compared (no ``content_mismatch``, no
-  ``legacy_field``; the pointer is still judged). Only where the CIDs differ (or the PDS gave
-  no CID) are the fields compared, as below; a record that passes them although its CID
-  differs (e.g. one the application wrote, with another ``when`` form or a ``when`` a few
-  milliseconds off, or with ``mongoId``) keeps the status the fields give, and ``detail`` says
-  that the CID differs and why ("record CID differs from the expected: ...").
-
   - ``content_mismatch``: the chosen record lacks ``mood`` or ``when`` (``"text"`` instead of
     ``mood`` is said so), has them with the wrong type, an unparseable ``when``, a ``mood``
     different from ``build_record``'s, a ``when`` more than ``when_tolerance_ms`` from it
@@ -82,6 +74,14 @@ Rules for a mood row
   - ``legacy_field``: the chosen record carries the id in ``mongoId`` and not in ``ref``.
     A problem only when ``rewrite_legacy``.
   - ``synced``: none of the above.
+
+  The CID comes first: a chosen record whose CID equals ``expected_cid`` *is* the expected
+  record (same canonical bytes), so its fields are not compared (no ``content_mismatch``, no
+  ``legacy_field``; the pointer is still judged). Only where the CIDs differ (or the PDS gave
+  no CID) are the fields compared, as above; a record that passes them although its CID
+  differs (e.g. one the application wrote, with another ``when`` form or a ``when`` a few
+  milliseconds off, or with ``mongoId``) keeps the status the fields give, and ``detail`` says
+  that the CID differs and why ("record CID differs from the expected: ...").
 
 ``sync_rate_pct`` (``summarize``): 100 x (``synced`` + ``legacy_field``) / valid live moods,
 where valid live moods = mood rows that are neither nuked status nor ``invalid``; floored to two
@@ -101,8 +101,8 @@ from typing import Any, Iterable
 import pandas as pd
 
 from moods_pipeline import MOOD_COLLECTION
-from moods_pipeline.model import RECONCILIATION_COLUMNS, Mood, PdsRecord, UserAccount
 from moods_pipeline.atproto.cid import record_cid
+from moods_pipeline.model import RECONCILIATION_COLUMNS, Mood, PdsRecord, UserAccount
 from moods_pipeline.sync.mood_record import Invalid, build_record
 
 # ---------------------------------------------------------------------------------------------
