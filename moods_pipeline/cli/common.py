@@ -122,6 +122,36 @@ def users_without_result(selected: Iterable[T], reported: Iterable, command: str
 
 # -- Dagster plumbing ----------------------------------------------------------------------
 
+# One command-line invocation is one unit in the UI: every run it launches carries the tag
+# ``moods/batch=<id>`` (Dagster cannot run a real backfill in-process), and ``main`` prints the
+# Runs page filtered on it. ``start_batch`` (``main``) names the invocation.
+_batch: dict = {"id": None, "runs": 0}
+
+
+def start_batch(command: str) -> str:
+    import secrets
+    import time
+
+    _batch.update(id=f"{command}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{secrets.token_hex(3)}", runs=0)
+    return _batch["id"]
+
+
+def batch_tags() -> dict:
+    """The tag every run of this invocation carries (none outside ``main``)."""
+    from moods_pipeline.ui_links import BATCH_TAG
+
+    return {BATCH_TAG: _batch["id"]} if _batch["id"] else {}
+
+
+def batch_runs() -> tuple[str | None, int]:
+    """(this invocation's batch id, runs launched under it)."""
+    return _batch["id"], _batch["runs"]
+
+
+def _launched() -> None:
+    _batch["runs"] += 1
+
+
 
 def dagster_instance():
     from dagster import DagsterInstance
@@ -147,7 +177,8 @@ def run_job_over_partitions(instance, job_name: str, keys: list[str], run_config
     job = defs.resolve_job_def(job_name)
     run_ids = []
     for chunk in partition_runs(existing, set(keys), PARTITIONS_PER_RUN):
-        tags = {ASSET_PARTITION_RANGE_START_TAG: chunk[0], ASSET_PARTITION_RANGE_END_TAG: chunk[-1]}
+        tags = {ASSET_PARTITION_RANGE_START_TAG: chunk[0], ASSET_PARTITION_RANGE_END_TAG: chunk[-1], **batch_tags()}
+        _launched()
         with contextlib.redirect_stdout(sys.stderr):  # stdout is for the JSON object alone
             result = job.execute_in_process(
                 instance=instance, tags=tags, run_config=run_config, raise_on_error=False
@@ -158,9 +189,10 @@ def run_job_over_partitions(instance, job_name: str, keys: list[str], run_config
 
 def run_job(instance, job_name: str, run_config: dict | None = None, defs=None):
     defs = defs or project_definitions()
+    _launched()
     with contextlib.redirect_stdout(sys.stderr):
         return defs.resolve_job_def(job_name).execute_in_process(
-            instance=instance, run_config=run_config or {}, raise_on_error=False
+            instance=instance, run_config=run_config or {}, raise_on_error=False, tags=batch_tags()
         )
 
 

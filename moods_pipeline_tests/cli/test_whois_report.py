@@ -5,6 +5,8 @@ without an account)."""
 from __future__ import annotations
 
 import json
+import os
+import re
 from urllib.parse import parse_qs, urlsplit
 
 import dagster as dg
@@ -30,20 +32,41 @@ def migrated(cli_env, mongo_db, make_account, capsys, monkeypatch):
     ok = add_user(mongo_db, make_account("whok"), moods=3)
     bad = add_user(mongo_db, make_account("whbad"), moods=2, password="wrong-password-for-sure")
     none = add_user(mongo_db, None, moods=1)
-    assert run_cli(capsys, "backfill", "--all", "--json")[0] == 1  # the wrong password
-    assert run_cli(capsys, "audit", "--all", "--json")[0] == 1  # bad's moods are missing
-    return ok, bad, none
+    code, _, backfill_err = run_cli(capsys, "backfill", "--all", "--json")
+    assert code == 1  # the wrong password
+    code, _, audit_err = run_cli(capsys, "audit", "--all", "--json")
+    assert code == 1  # bad's moods are missing
+    # The commands' instance (the dagster_instance fixture, set up later, points DAGSTER_HOME elsewhere).
+    return ok, bad, none, {"backfill": backfill_err, "audit": audit_err, "home": os.environ["DAGSTER_HOME"]}
 
 
 def test_whois_report_and_their_assets(migrated, capsys, cli_env, dagster_instance):
     """One world (a backfill and an audit cost ~25 s): whois, report, then the assets."""
+    each_command_is_one_unit_in_the_runs_page(migrated)
     whois_prints_one_user_with_links_to_its_partition_pages(migrated, capsys)
     report_figures_are_measured(migrated, capsys)
     users_and_migration_report_assets(migrated, cli_env, dagster_instance)
 
 
+def each_command_is_one_unit_in_the_runs_page(migrated):
+    """Every run of one invocation carries one moods/batch tag; stderr names the filtered Runs page."""
+    errs = dict(migrated[3])
+    instance = dg.DagsterInstance.from_config(errs.pop("home"))
+    batches = {}
+    for command, err in errs.items():
+        match = re.search(r"(\d+) Dagster runs, tagged moods/batch=(\S+): (\S+)", err)
+        assert match, err[-500:]
+        runs, batch, url = int(match.group(1)), match.group(2), match.group(3)
+        assert batch.startswith(command) and url == f"{UI}/runs?q%5B%5D=tag%3Amoods%2Fbatch%3D{batch}"
+        tagged = instance.get_runs(filters=dg.RunsFilter(tags={"moods/batch": batch}))
+        assert len(tagged) == runs >= 2  # the command's runs and its summary's run
+        batches[command] = {r.job_name for r in tagged}
+    assert batches == {"backfill": {"mood_backfill_job", "backfill_summary_job"},
+                       "audit": {"mood_audit_job", "audit_summary_job"}}
+
+
 def whois_prints_one_user_with_links_to_its_partition_pages(migrated, capsys):
-    ok, bad, none = migrated
+    ok, bad, none, _ = migrated
     code, out, _ = run_cli(capsys, "whois", f"@{ok.handle}", "--json")
     assert code == 0
     found = json.loads(out)
@@ -68,7 +91,7 @@ def whois_prints_one_user_with_links_to_its_partition_pages(migrated, capsys):
 
 
 def report_figures_are_measured(migrated, capsys):
-    ok, bad, none = migrated
+    ok, bad, none, _ = migrated
     code, out, _ = run_cli(capsys, "report", "--json")
     assert code == 0
     figures = json.loads(out)["figures"]
@@ -85,7 +108,7 @@ def report_figures_are_measured(migrated, capsys):
 
 
 def users_and_migration_report_assets(migrated, cli_env, dagster_instance):
-    ok, bad, none = migrated
+    ok, bad, none, _ = migrated
     defs = definitions_for(cli_env)
     for job in ("users_job", "migration_report_job"):
         assert defs.resolve_job_def(job).execute_in_process(instance=dagster_instance).success

@@ -1,7 +1,9 @@
 """The erase job: a user's mood records, or the whole PDS account, removed and verified.
 
-``erase_job`` (op ``erase_users``), run config ``{"users": [sub, ...], "mode": "records" |
-"account", "apply": bool}``:
+``erase_job`` (op ``erase_users``), partitioned over the users partitions (by DID): the UI's
+Launchpad offers a partition picker for the users, or run config ``users`` (subs, as the CLI
+passes them) names them and wins over the partitions; ``mode`` is an enum (``records`` |
+``account``), ``apply`` a boolean (False: a dry run):
 
 - ``apply: false`` (the default) is a dry run: it lists what would be removed (the rkeys of
   the collection in each repo) and which users would be refused, and writes nothing;
@@ -29,13 +31,14 @@ the moods first (the application's account deletion removes them).
 # annotations at definition time.
 
 import time
+from enum import Enum
 from pathlib import Path
 
 import dagster as dg
 from upath import UPath
 
 from moods_pipeline import progress
-from moods_pipeline.defs.partitions import PDS_WRITER_POOL, PDS_WRITER_TAGS
+from moods_pipeline.defs.partitions import PDS_WRITER_POOL, PDS_WRITER_TAGS, users_partitions
 from moods_pipeline.defs.resources import (
     MongoResource,
     PdsResource,
@@ -50,10 +53,15 @@ MAX_ROWS = 50
 MAX_RKEYS_SHOWN = 20
 
 
+class EraseMode(str, Enum):
+    records = "records"
+    account = "account"
+
+
 class EraseConfig(dg.Config):
     users: list[str] = []
-    """Users to erase: subs (or @handles or DIDs)."""
-    mode: str = "records"
+    """Users to erase: subs (or @handles or DIDs). Empty: the run's partitions (picked in the Launchpad)."""
+    mode: EraseMode = EraseMode.records
     """records: every mood record, the account stays; account: the whole PDS account."""
     apply: bool = False
     """False: dry run, list what would be removed and write nothing."""
@@ -99,12 +107,13 @@ def erase_metadata(summary: dict, results: list[EraseResult], path: Path) -> dic
     rows = []
     for r in results[:MAX_ROWS]:
         rows.append(dg.TableRecord({
-            "user": r.label, "did": r.did or "", "status": r.status, "found": str(len(r.found_rkeys)),
-            "removed": str(len(r.removed_rkeys)), "left": "" if r.left is None else str(r.left),
+            "user": r.label, "did": r.did or "", "status": r.status, "found": len(r.found_rkeys),
+            "removed": len(r.removed_rkeys), "left": r.left,
             "removed_rkeys": _rkeys_text(r.found_rkeys if r.dry_run else r.removed_rkeys), "reason": r.reason or "",
         }))
+    types = {"found": "int", "removed": "int", "left": "int"}
     metadata["users_table"] = dg.MetadataValue.table(
-        records=rows, schema=dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in columns]))
+        records=rows, schema=dg.TableSchema(columns=[dg.TableColumn(c, types.get(c, "string")) for c in columns]))
     return metadata
 
 
@@ -118,41 +127,48 @@ def erase_users(
 ):
     """Erase the listed users' mood records (mode records) or PDS accounts (mode account);
     a dry run unless ``apply``."""
-    if config.mode not in MODES:
-        raise dg.Failure(description=f"mode must be records or account, not {config.mode!r}")
+    mode = config.mode.value if isinstance(config.mode, EraseMode) else str(config.mode)
+    if mode not in MODES:
+        raise dg.Failure(description=f"mode must be records or account, not {mode!r}")
+    if config.users:
+        selected = list(config.users)
+    elif context.has_partition_key or context.has_partition_key_range:
+        selected = list(context.partition_keys)  # DIDs: LiveSync finds the user holding each
+    else:
+        raise dg.Failure(description="erase: pick users (partitions) in the Launchpad or name them in `users`")
     started = time.monotonic()
     dry_run = not config.apply
     settings = pipeline.settings()
     journal = DeletionJournal(settings.state_dir, command="erase", run_id=context.run_id)
     live = LiveSync(mongo.store(), pds.client(), pds.write_options(), journal=journal)
     # The dry run uses the admin API too when it can: to tell a gone or taken-down account apart.
-    admin = pds.admin_secret() if config.mode == "account" else None
-    if config.mode == "account" and not dry_run and not admin:
+    admin = pds.admin_secret() if mode == "account" else None
+    if mode == "account" and not dry_run and not admin:
         raise dg.Failure(description="PDS_ADMIN_PASSWORD is not set: deleting an account needs the admin API")
     results: list[EraseResult] = []
-    for user in config.users:
+    for user in selected:
         try:
             if dry_run:
-                result = live.plan_erase(user, config.mode, admin)
-            elif config.mode == "records":
+                result = live.plan_erase(user, mode, admin)
+            elif mode == "records":
                 result = live.delete_all_moods(user)
             else:
                 result = live.erase_account(admin, user)
         except Exception as exc:  # Mongo trouble reading this user: it fails, the others go on
             context.log.error(f"erase of {user}: {type(exc).__name__}: {exc}")
-            result = EraseResult(config.mode, str(user), None, None, status=FAILED, dry_run=dry_run,
+            result = EraseResult(mode, str(user), None, None, status=FAILED, dry_run=dry_run,
                                  reason=f"{type(exc).__name__}: {exc}")
         results.append(result)
         progress.notify("user_done", label=result.label, ok=result.ok)
         verb = "would remove" if dry_run else "removed"
         count = len(result.found_rkeys) if dry_run else len(result.removed_rkeys)
-        what = "records" if config.mode == "records" else "records with the account"
+        what = "records" if mode == "records" else "records with the account"
         context.log.info(
             f"{result.label} ({result.did or 'no DID'}): {result.status}; {verb} {count} {what}"
             + (f"; left {result.left}" if result.left and not dry_run else "")
             + (f"; {result.reason}" if result.reason else "")
         )
-    summary = summarize_erase(results, config.mode, dry_run, time.monotonic() - started)
+    summary = summarize_erase(results, mode, dry_run, time.monotonic() - started)
     path = report_path(settings.state_dir, context.run_id)
     write_json_atomic(path, {"summary": summary, "users": [r.to_dict() for r in results]})
     metadata = erase_metadata(summary, results, path)
@@ -167,10 +183,10 @@ def erase_users(
     return dg.Output(None, metadata=metadata)
 
 
-@dg.job(name="erase_job", executor_def=dg.in_process_executor, tags=PDS_WRITER_TAGS)
+@dg.job(name="erase_job", executor_def=dg.in_process_executor, tags=PDS_WRITER_TAGS, partitions_def=users_partitions)
 def erase_job():
     """Erase users' mood records or whole PDS accounts (dry run unless apply), then verify."""
     erase_users()
 
 
-__all__ = ["erase_job", "erase_users", "EraseConfig", "summarize_erase", "load_report", "report_path", "MODES"]
+__all__ = ["erase_job", "erase_users", "EraseConfig", "EraseMode", "summarize_erase", "load_report", "report_path", "MODES"]

@@ -7,9 +7,13 @@ not a data set. Per user it reads the moods and every record afresh, reconciles,
 user's latest audit (a ``mood_audit`` materialization and its Parquet file), so the UI and
 ``audit_summary`` show the result at once.
 
-Config: ``users`` (``@handle``, DID or sub), ``subs`` (exact subs, as the CLI passes them) or
-``all_users``; ``apply``; ``delete_orphans`` (records carrying no id of any mood of the user);
-``rewrite_legacy`` (``mongoId`` -> ``ref``). Records of nuked moods are deleted (and the
+Which users: the job is partitioned over the users partitions (by DID), so the UI's Launchpad
+offers a partition picker (one user, or a backfill over many); or config ``users`` (``@handle``,
+DID or sub), ``subs`` (exact subs, as the CLI passes them) or ``all_users``, which win over the
+run's partitions. Typed options the Launchpad renders with their defaults: ``apply`` (False: a dry
+run), ``delete_orphans`` (records carrying no id of any mood of the user), ``rewrite_legacy``
+(``mongoId`` -> ``ref``). The plan is the op output's ``plan`` table (user, action, mood id, rkey)
+in the run's metadata: read it in a dry run before launching again with ``apply``. Records of nuked moods are deleted (and the
 pointers of nuked moods removed) only when ``MOODS_NUKE_POLICY`` is ``delete``.
 
 Every delete is re-checked against fresh moods right before it is sent (a record that is a
@@ -35,7 +39,7 @@ import dagster as dg
 
 from moods_pipeline import progress
 from moods_pipeline.defs.audit.assets import audit_event
-from moods_pipeline.defs.partitions import PDS_WRITER_POOL, PDS_WRITER_TAGS, USERS_PARTITION
+from moods_pipeline.defs.partitions import PDS_WRITER_POOL, PDS_WRITER_TAGS, USERS_PARTITION, users_partitions
 from moods_pipeline.defs.resources import MongoResource, PdsResource, PipelineSettingsResource
 from moods_pipeline.storage.audits import AuditStore
 from moods_pipeline.storage.journal import DeletionJournal
@@ -49,7 +53,7 @@ MAX_KEPT_ROWS = 200  # kept deletes in metadata; the run's jsonl file has them a
 
 class RepairConfig(dg.Config):
     users: List[str] = []
-    """Users to repair: @handle, DID or sub."""
+    """Users to repair: @handle, DID or sub. Empty: the run's partitions (picked in the Launchpad)."""
     subs: List[str] = []
     """Users to repair by their exact sub (what the command line passes: a sub names one user
     whatever its DID, so a bad or shared DID fails that user alone)."""
@@ -111,13 +115,21 @@ def repair_moods(
                                                     error="no users document has this sub (any more)"))
             else:
                 users.append(user)
-    else:
-        if not config.users:
-            raise dg.Failure(description="repair: name users in `users` or `subs`, or set `all_users`")
+    elif config.users:
         try:
             users = store.resolve(config.users)
         except SelectorError as exc:
             raise dg.Failure(description=f"repair: {exc}") from None
+    elif context.has_partition_key or context.has_partition_key_range:
+        dids = list(context.partition_keys)
+        found = store.users_by_dids(dids)
+        users = [found[did] for did in dids if did in found]
+        unknown += [engine.RepairOutcome(sub=f"(no user for {did})", did=did, handle=None, dry_run=not config.apply,
+                                         error="no Mongo user holds this DID any more")
+                    for did in dids if did not in found]
+    else:
+        raise dg.Failure(description="repair: pick users (partitions) in the Launchpad, name them in `users` or "
+                                     "`subs`, or set `all_users`")
     mode = "applying" if config.apply else "dry run: planning"
     context.log.info(
         f"{mode} the repair of {len(users)} users (nuke policy {settings.nuke_policy}, "
@@ -220,7 +232,8 @@ def repair_moods(
         raise dg.Failure(description=f"{len(broken)} of {len(outcomes)} users not fully repaired:\n" + "\n".join(lines))
 
 
-@dg.job(executor_def=dg.in_process_executor, tags=PDS_WRITER_TAGS,
-        description="Repair the selected users from a fresh audit (dry run unless `apply`).")
+@dg.job(executor_def=dg.in_process_executor, tags=PDS_WRITER_TAGS, partitions_def=users_partitions,
+        description="Repair the selected users (partitions, or config users) from a fresh audit; a dry run "
+                    "unless `apply`: its plan is the run's `plan` table.")
 def mood_repair_job():
     repair_moods()
