@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     erase.register(sub)
     whois.register(sub)
     report.register(sub)
+    stack.register_ui(sub)
     stack.register_demo(sub)
     return parser
 

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterable
 
 from upath import UPath
 
-from moods_pipeline.settings import parse_state_dir
+from moods_pipeline.settings import ConfigError, parse_state_dir
 
 MAX_NAME = 200  # characters of a file name made from a key (file systems allow 255 bytes)
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-%")
@@ -62,6 +62,29 @@ def safe_name(key: str) -> str:
         digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
         name = name[: MAX_NAME - 34] + "+~" + digest
     return name
+
+
+class StateDirError(ConfigError):
+    """The object store behind MOODS_STATE_DIR cannot be reached or refuses a request (wrong
+    endpoint, credentials, bucket, permissions): a configuration problem, named as one (the
+    command line exits 2 with it; a run fails with it), never "no such file"."""
+
+
+def _state_dir_error(path: UPath, verb: str, exc: BaseException) -> StateDirError:
+    return StateDirError(
+        f"MOODS_STATE_DIR: cannot {verb} {path} ({type(exc).__name__}: {str(exc)[:300]}); check the URL, "
+        "the bucket and the AWS_* credentials and endpoint")
+
+
+def remote_call(path: UPath, verb: str, call: Callable[[], Any]) -> Any:
+    """``call()`` (a request to the object store behind ``path``), with every failure but a
+    missing file turned into a StateDirError that names the setting and the path."""
+    try:
+        return call()
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - botocore, aiohttp and fsspec raise many kinds
+        raise _state_dir_error(path, verb, exc) from exc
 
 
 # --- where -------------------------------------------------------------------------------------
@@ -132,7 +155,7 @@ def write_atomic(path: str | os.PathLike | UPath, write: Callable[[str], None], 
         write(tmp)
         # Whole file, one object: never a streamed upload, which would leave a partial object
         # if ``write`` failed halfway.
-        path.fs.put_file(tmp, path.path)
+        remote_call(path, "write", lambda: path.fs.put_file(tmp, path.path))
     finally:
         os.unlink(tmp)
 
@@ -142,7 +165,7 @@ def write_bytes_atomic(path: str | os.PathLike | UPath, data: bytes, *, durable:
     if isinstance(path, Path):
         write_atomic(path, lambda tmp: Path(tmp).write_bytes(data), durable=durable)
     else:
-        path.fs.pipe_file(path.path, data)  # one PUT of the whole object
+        remote_call(path, "write", lambda: path.fs.pipe_file(path.path, data))  # one PUT of the whole object
 
 
 def write_json_atomic(path: str | os.PathLike | UPath, data: Any, *, durable: bool = False) -> None:
@@ -158,7 +181,7 @@ def read_bytes(path: str | os.PathLike | UPath) -> bytes | None:
     try:
         if isinstance(path, Path):
             return path.read_bytes()
-        return path.fs.cat_file(path.path)
+        return remote_call(path, "read", lambda: path.fs.cat_file(path.path))
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
 
@@ -185,7 +208,7 @@ def list_files(folder: str | os.PathLike | UPath, suffix: str = "") -> list[UPat
                  and p.is_file()]
         return sorted(found, key=lambda p: p.name)
     try:
-        entries = folder.fs.ls(folder.path, detail=True, refresh=True)
+        entries = remote_call(folder, "list", lambda: folder.fs.ls(folder.path, detail=True, refresh=True))
     except FileNotFoundError:
         return []
     names = sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "file")
@@ -209,13 +232,13 @@ def read_many(paths: Iterable[str | os.PathLike | UPath]) -> dict[str, bytes]:
     for group in remote.values():
         fs = group[0].fs
         by_key = {p.path: p for p in group}
-        got = fs.cat(list(by_key), on_error="return")
+        got = remote_call(group[0], "read", lambda: fs.cat(list(by_key), on_error="return"))
         for key, data in got.items():
             if isinstance(data, FileNotFoundError):
                 continue  # removed since it was listed
             if isinstance(data, BaseException):
                 # Anything else (no permission, the store down) must not look like "no file".
-                raise data
+                raise _state_dir_error(by_key.get(key, group[0]), "read", data) from data
             path = by_key.get(key) or by_key.get(key.rstrip("/"))
             if path is not None:
                 out[str(path)] = data
@@ -229,9 +252,9 @@ def remove(path: str | os.PathLike | UPath) -> bool:
         if isinstance(path, Path):
             path.unlink()
         else:
-            if not path.fs.exists(path.path):
+            if not remote_call(path, "read", lambda: path.fs.exists(path.path)):
                 return False
-            path.fs.rm_file(path.path)
+            remote_call(path, "remove", lambda: path.fs.rm_file(path.path))
     except FileNotFoundError:
         return False
     return True

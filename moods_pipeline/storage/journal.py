@@ -36,7 +36,14 @@ from typing import Iterable, Iterator
 from upath import UPath
 
 from moods_pipeline import MOOD_COLLECTION
-from moods_pipeline.storage.files import list_files, read_bytes, read_many, state_path, write_bytes_atomic
+from moods_pipeline.storage.files import (
+    list_files,
+    read_bytes,
+    read_many,
+    remote_call,
+    state_path,
+    write_bytes_atomic,
+)
 
 __all__ = ["DeletionJournal", "DeletionTarget", "read_journal", "journal_dir"]
 
@@ -186,7 +193,7 @@ def _day_folders(folder: UPath) -> list[tuple[date, UPath]]:
         names = [p.name for p in folder.iterdir() if p.is_dir()]
     else:
         try:
-            entries = folder.fs.ls(folder.path, detail=True, refresh=True)
+            entries = remote_call(folder, "list", lambda: folder.fs.ls(folder.path, detail=True, refresh=True))
         except FileNotFoundError:
             return []
         names = [e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from dataclasses import replace
 
 import pytest
@@ -20,6 +19,7 @@ from moods_pipeline.storage.journal import read_journal
 from moods_pipeline.storage.results import ResultsStore
 from moods_pipeline.sync.catchup import Attempt, CatchupState
 from moods_pipeline.sync.firehose_follower import FirehoseFollower
+from moods_pipeline_tests.cli.test_entry_point import entry_point
 from moods_pipeline_tests.world import add_user, backfill_json, repo_snapshot
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -63,7 +63,7 @@ def test_backfill_audit_erase_and_journal_on_s3(
 
     # The journal command in a fresh process: only the variables say where the state is.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MONGODB_", "PDS_"))}
-    proc = subprocess.run([sys.executable, "-m", "moods_pipeline.cli.app", "journal", "--json"], env=env,
+    proc = subprocess.run([*entry_point(), "journal", "--json"], env=env,
                           cwd=cli_env.state_dir.parent, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     journal = json.loads(proc.stdout)

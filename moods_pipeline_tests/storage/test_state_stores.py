@@ -257,5 +257,26 @@ def test_an_unreadable_store_is_an_error_not_an_empty_one(local_s3, s3_state_dir
         return {p: error for p in paths}
 
     monkeypatch.setattr(fs, "cat", refuse)
-    with pytest.raises(PermissionError):
+    with pytest.raises(files.StateDirError, match="MOODS_STATE_DIR: cannot read .*PermissionError"):
         read_journal(s3_state_dir)
+
+
+def test_an_unreachable_store_is_a_configuration_error(tmp_path, monkeypatch):
+    """Nothing listens at the endpoint: the journal command exits 2 naming the setting."""
+    import socket
+    import subprocess
+
+    from moods_pipeline_tests.cli.test_entry_point import entry_point
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MOODS_STATE_DIR": "s3://nobucket/x",
+           "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "k",
+           "AWS_SECRET_ACCESS_KEY": "not-a-real-secret", "AWS_MAX_ATTEMPTS": "1",
+           "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+    proc = subprocess.run([*entry_point(), "journal", "--json"], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "MOODS_STATE_DIR: cannot list s3://nobucket/x/journal" in proc.stderr
+    assert "Traceback" not in proc.stderr and "not-a-real-secret" not in proc.stderr
