@@ -113,3 +113,33 @@ def _columns(stream) -> int:
         return os.get_terminal_size(stream.fileno()).columns
     except (OSError, ValueError, AttributeError):
         return 0
+
+
+class ProgressLine:
+    """A run's progress as an occasional log line: every ``every_s`` seconds and at the last user.
+
+    Each line a run logs is a stored event; one per user would cost the PDS idle time on every
+    run, while each user's outcome is already in its own asset event.
+    """
+
+    def __init__(self, total: int, every_s: float = 10.0, clock: Callable[[], float] | None = None) -> None:
+        import time
+
+        self.total = total
+        self.every_s = every_s
+        self.clock = clock or time.monotonic
+        self.started = self.last = self.clock()
+        self.done = self.failed = self.created = 0
+
+    def user_done(self, outcome) -> str | None:
+        """Count one user's outcome; the line to log now, if one is due."""
+        self.done += 1
+        self.failed += 0 if outcome.ok else 1
+        self.created += outcome.created
+        now = self.clock()
+        if self.done < self.total and now - self.last < self.every_s:
+            return None
+        self.last = now
+        rate = self.created / (now - self.started) if now > self.started else 0.0
+        return (f"{self.done}/{self.total} users done ({self.failed} not fully synced), "
+                f"{self.created} records created, {rate:.0f} records/s")

@@ -13,8 +13,8 @@ import sys
 import warnings
 
 from moods_pipeline.cli import audit, backfill, erase, lexicons, report, stack, whois
-from moods_pipeline.cli.common import EXIT_USAGE, UsageError, batch_runs, say, start_batch
-from moods_pipeline.settings import ConfigError, load_settings
+from moods_pipeline.cli.common import EXIT_USAGE, UsageError, say, say_batch_url, start_batch
+from moods_pipeline.settings import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,21 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             " check MONGODB_CONNECTION_STRING and MONGODB_NAME")
         return EXIT_USAGE
     finally:
-        _say_batch_url()
-
-
-def _say_batch_url() -> None:
-    """The Runs page of this invocation's runs (all tagged moods/batch=<id>), on stderr."""
-    from moods_pipeline.ui_links import BATCH_TAG, runs_with_tag_url
-
-    batch, runs = batch_runs()
-    if not batch or not runs:
-        return
-    try:
-        ui_url = load_settings(connections=False).ui_url
-    except ConfigError:
-        return  # the command already said what is wrong with the settings
-    say(f"{runs} Dagster runs, tagged {BATCH_TAG}={batch}: {runs_with_tag_url(ui_url, BATCH_TAG, batch)}")
+        say_batch_url()
 
 
 if __name__ == "__main__":

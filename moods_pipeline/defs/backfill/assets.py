@@ -3,13 +3,16 @@
 # annotations at definition time.
 
 
+import queue
 import shlex
+import threading
 import time
 
 import dagster as dg
 import pandas as pd
 
 from moods_pipeline import progress
+from moods_pipeline.progress import ProgressLine
 from moods_pipeline.defs.automation import SUMMARY_CONDITION
 from moods_pipeline.defs.partitions import PARTITIONS_PER_RUN, PDS_WRITER_POOL, users_partitions
 from moods_pipeline.defs.resources import MongoResource, PdsResource, PipelineSettingsResource
@@ -107,38 +110,80 @@ def mood_backfill(
         f"({pds.user_concurrency} at once)"
     )
 
+    progress_line = ProgressLine(len(users))
+
+    several_batches: set[str] = set()
+
     def on_batch(outcome: UserOutcome, done: int, total: int) -> None:
-        rate = outcome.created / outcome.seconds if outcome.seconds else 0.0
-        context.log.info(f"{outcome.label}: {done}/{total} records written, {rate:.0f} records/s")
+        # A stored log event per batch only for users that need several batches: for the usual
+        # user (a few moods, one batch) its event's metadata already says it all.
+        if done < total:
+            several_batches.add(outcome.did)
+        if outcome.did in several_batches:
+            rate = outcome.created / outcome.seconds if outcome.seconds else 0.0
+            context.log.info(f"{outcome.label}: {done}/{total} records written, {rate:.0f} records/s")
 
     def on_user_done(outcome: UserOutcome) -> None:
         results.save_backfill(outcome, context.run.run_id)
         progress.notify("user_done", label=outcome.label, ok=outcome.ok)
+        done.put(outcome)
+
+    def describe(outcome: UserOutcome) -> str:
         state = "failed: " + outcome.error if outcome.error else (
             f"{len(outcome.failed)} moods failed" if outcome.failed else "ok")
-        context.log.info(
+        return (
             f"{outcome.label}: {state}; live {outcome.live}, created {outcome.created}, "
             f"already synced {outcome.already_synced}, invalid {len(outcome.skipped_invalid)}"
             + (f", would create {outcome.would_create}" if outcome.dry_run else "")
             + (f", {outcome.needs_repair} need a repair (moods-pipeline repair)" if outcome.needs_repair else "")
         )
 
-    outcomes = backfill_users(
-        users,
-        store,
-        pds.client(),
-        dry_run=config.dry_run,
-        concurrency=pds.user_concurrency,
-        options=pds.write_options(),
-        on_batch=on_batch,
-        on_user_done=on_user_done,
-        when_tolerance_ms=settings.when_tolerance_ms,
-    )
-    for outcome in outcomes:
+    # The users sync in worker threads; each user's event is yielded (stored) as soon as the user
+    # is done, so Dagster's event writes overlap the PDS work of the users still running instead
+    # of leaving the PDS idle at the end of every run.
+    done: "queue.Queue" = queue.Queue()
+    finished = object()
+    failure: list = []
+    outcomes: list = []
+
+    def work() -> None:
+        try:
+            outcomes.extend(backfill_users(
+                users,
+                store,
+                pds.client(),
+                dry_run=config.dry_run,
+                concurrency=pds.user_concurrency,
+                options=pds.write_options(),
+                on_batch=on_batch,
+                on_user_done=on_user_done,
+                when_tolerance_ms=settings.when_tolerance_ms,
+            ))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the step's thread below
+            failure.append(exc)
+        finally:
+            done.put(finished)
+
+    worker = threading.Thread(target=work, name="mood-backfill", daemon=True)
+    worker.start()
+    while True:
+        outcome = done.get()
+        if outcome is finished:
+            break
+        # Every user's outcome is in its event's metadata; the run log gets a line for each user
+        # that needs attention and a progress line now and then, not one stored event per user.
+        if not outcome.ok or outcome.needs_repair or config.dry_run:
+            context.log.info(describe(outcome))
+        line = progress_line.user_done(outcome)
+        if line:
+            context.log.info(line)
         # A user that did not fully sync gets an observation (its reasons stay visible) and no
         # materialization, so its partition shows as failed; a dry run materializes nothing.
         event = dg.AssetMaterialization if outcome.ok and not config.dry_run else dg.AssetObservation
         yield event(asset_key=context.asset_key, partition=outcome.did, metadata=outcome_metadata(outcome))
+    worker.join()
+    if failure:
+        raise failure[0]
 
     summary = summarize(outcomes, seconds=time.monotonic() - started, dry_run=config.dry_run)
     context.log.info(f"run summary: {summary}")
