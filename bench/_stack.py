@@ -130,17 +130,36 @@ class BenchStack:
     """PLC + PDS + SecantusDB under one temp dir. Use :meth:`start` (or the context manager)."""
 
     def __init__(self, root: Path | None = None, *, pds_log_level: str = "warn", keep: bool = False,
-                 mongo_storage: str = "memory") -> None:
+                 mongo_storage: str = "memory", persistent: bool = False) -> None:
+        """``persistent``: a stack to stop and start again on the same ``root`` with every account
+        still usable (bench/scale.py): SecantusDB on disk, the PLC's operations in a state file,
+        and the ports of the first start kept in ``root/ports.json``, because the PDS's URL
+        (with its port) is in every DID document it created."""
         self._own_root = root is None
         self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="moods-bench-"))
         self.keep = keep
-        self.plc = LocalPlc(self.root / "plc")
-        self.pds = LocalPds(self.root / "pds", self.plc, invite_required=False, rate_limits=False,
-                            log_level=pds_log_level)
-        storage = None if mongo_storage == "memory" else self.root / "mongo-data"
-        self.mongo = LocalMongo(storage, log_path=self.root / "mongo" / "mongo.log")
+        ports = self._kept_ports() if persistent else {"plc": 0, "pds": 0, "mongo": 0}
+        self.plc = LocalPlc(self.root / "plc", port=ports["plc"],
+                            state_file=self.root / "plc" / "state.json" if persistent else None)
+        self.pds = LocalPds(self.root / "pds", self.plc, port=ports["pds"], invite_required=False,
+                            rate_limits=False, log_level=pds_log_level)
+        storage = None if mongo_storage == "memory" and not persistent else self.root / "mongo-data"
+        self.mongo = LocalMongo(storage, port=ports["mongo"], log_path=self.root / "mongo" / "mongo.log")
         self._client: pymongo.MongoClient | None = None
         self.startup_seconds = 0.0
+
+    def _kept_ports(self) -> dict[str, int]:
+        import json
+
+        from moods_pipeline.devstack import free_port
+
+        path = self.root / "ports.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        self.root.mkdir(parents=True, exist_ok=True)
+        ports = {name: free_port() for name in ("plc", "pds", "mongo")}
+        path.write_text(json.dumps(ports))
+        return ports
 
     # -- lifecycle -----------------------------------------------------------------------------
     @classmethod
