@@ -152,6 +152,22 @@ def _launched() -> None:
     _batch["runs"] += 1
 
 
+def say_batch_url() -> None:
+    """The Runs page of this invocation's runs (all tagged moods/batch=<id>), on stderr, once."""
+    from moods_pipeline.settings import ConfigError, load_settings
+    from moods_pipeline.ui_links import BATCH_TAG, runs_with_tag_url
+
+    batch, runs = batch_runs()
+    if not batch or not runs:
+        return
+    _batch["runs"] = 0
+    try:
+        ui_url = load_settings(connections=False).ui_url
+    except ConfigError:
+        return  # the command already said what is wrong with the settings
+    say(f"{runs} Dagster runs, tagged {BATCH_TAG}={batch}: {runs_with_tag_url(ui_url, BATCH_TAG, batch)}")
+
+
 
 def dagster_instance():
     from dagster import DagsterInstance
@@ -163,8 +179,12 @@ def dagster_instance():
     return DagsterInstance.get()
 
 
-def run_job_over_partitions(instance, job_name: str, keys: list[str], run_config: dict, defs=None):
-    """Run a partitioned job in-process over the given users, in batched runs; returns run ids."""
+def run_job_over_partitions(instance, job_name: str, keys: list[str], run_config: dict, defs=None,
+                            runs: Callable[[list[str]], list[list[str]]] | None = None):
+    """Run a partitioned job in-process over the given users, in batched runs; returns run ids.
+
+    ``runs``: how to cut the partitions (in their order) into runs, each a contiguous range
+    (default: ``partition_runs`` of ``keys``, at most 50 a run)."""
     from moods_pipeline.defs.dagster_private import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
     from moods_pipeline.defs.partitions import PARTITIONS_PER_RUN, USERS_PARTITION, partition_runs
 
@@ -176,7 +196,8 @@ def run_job_over_partitions(instance, job_name: str, keys: list[str], run_config
         existing = instance.get_dynamic_partitions(USERS_PARTITION)
     job = defs.resolve_job_def(job_name)
     run_ids = []
-    for chunk in partition_runs(existing, set(keys), PARTITIONS_PER_RUN):
+    chunks = runs(list(existing)) if runs is not None else partition_runs(existing, set(keys), PARTITIONS_PER_RUN)
+    for chunk in chunks:
         tags = {ASSET_PARTITION_RANGE_START_TAG: chunk[0], ASSET_PARTITION_RANGE_END_TAG: chunk[-1], **batch_tags()}
         _launched()
         with contextlib.redirect_stdout(sys.stderr):  # stdout is for the JSON object alone

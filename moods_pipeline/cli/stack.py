@@ -1,5 +1,5 @@
-"""`moods-pipeline stack`, `seed-demo` and `demo`: the local stack, demo data, and the README's main
-command (stack, data, backfill, audit, then the Dagster UI)."""
+"""`moods-pipeline stack`, `seed-demo`, `ui` and `demo`: the local stack, demo data, the Dagster
+UI on them, and the README's main command (stack, data, backfill, audit, then the UI)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from moods_pipeline.cli.audit import cmd_audit
 from moods_pipeline.cli.backfill import cmd_backfill
-from moods_pipeline.cli.common import EXIT_OK, EXIT_SOMETHING_LEFT, open_store, say
+from moods_pipeline.cli.common import EXIT_OK, EXIT_SOMETHING_LEFT, open_store, say, say_batch_url
 from moods_pipeline.settings import load_settings
 
 
@@ -89,12 +89,47 @@ def cmd_demo(args) -> int:
     rc = max(rc, audit_rc)
     if args.no_ui:
         return rc
-    say("serving the Dagster UI on http://127.0.0.1:3000 (Ctrl+C to stop; the stack keeps running:"
+    return serve_ui(args.port)
+
+
+def cmd_ui(args) -> int:
+    """The Dagster UI (webserver + daemon) on the existing stack and data; runs nothing itself."""
+    from moods_pipeline.devstack import stack
+
+    if not os.environ.get("MONGODB_CONNECTION_STRING"):
+        # The local stack: `stack up` starts only what is not running and keeps its data.
+        up = stack.stack_up(Path("."))
+        for line in up.lines():
+            say(line)
+        _export_stack_env(up.export_lines)
+    load_settings()  # a missing or malformed setting: exit 2 naming it, before the UI starts
+    return serve_ui(args.port)
+
+
+def ui_command(port: int) -> list[str]:
+    """`dg dev` (webserver + daemon, as the project's pyproject [tool.dg] defines the code location):
+    `dagster dev` is superseded by it and says so."""
+    return [str(Path(sys.executable).parent / "dg"), "dev", "--host", "127.0.0.1", "--port", str(port)]
+
+
+def serve_ui(port: int) -> int:
+    """Replace this process by `dg dev`: Ctrl-C reaches it (and the webserver, daemon and code
+    server it started) as it would from a shell, and it shuts them down."""
+    from moods_pipeline.devstack.dagster_home import ensure_dagster_home
+    from moods_pipeline.settings import DEFAULT_DAGSTER_HOME
+
+    if not os.environ.get("DAGSTER_HOME"):
+        os.environ["DAGSTER_HOME"] = str(ensure_dagster_home(DEFAULT_DAGSTER_HOME))
+    url = f"http://127.0.0.1:{port}"
+    # Links in metadata, alerts and CLI output point at this UI unless a deployment set its own.
+    os.environ.setdefault("MOODS_UI_URL", url)
+    say_batch_url()  # demo's backfill and audit runs: this process ends in the exec below
+    say(f"serving the Dagster UI on {url} (webserver and daemon; Ctrl+C stops them; the stack keeps running:"
         " `moods-pipeline stack down` stops it)")
-    os.execvp(
-        str(Path(sys.executable).parent / "dagster"),
-        ["dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(args.port)],
-    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    command = ui_command(port)
+    os.execv(command[0], command)
     return EXIT_OK  # not reached
 
 
@@ -125,6 +160,13 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_seed_demo)
+
+
+def register_ui(subparsers) -> None:
+    """Add `ui`."""
+    p = subparsers.add_parser("ui", help="serve the Dagster UI (webserver + daemon) on the existing stack and data")
+    p.add_argument("--port", type=int, default=3000)
+    p.set_defaults(func=cmd_ui)
 
 
 def register_demo(subparsers) -> None:
