@@ -280,3 +280,22 @@ def test_an_unreachable_store_is_a_configuration_error(tmp_path, monkeypatch):
     assert proc.returncode == 2 and proc.stdout == ""
     assert "MOODS_STATE_DIR: cannot list s3://nobucket/x/journal" in proc.stderr
     assert "Traceback" not in proc.stderr and "not-a-real-secret" not in proc.stderr
+
+
+def test_receipt_store(any_state_dir):
+    """The audit receipts (storage/receipts.py) on either kind of state dir."""
+    from moods_pipeline.storage.receipts import ReceiptStore
+
+    store = ReceiptStore(any_state_dir)
+    assert store.load("did:plc:r1") is None and store.load_pass() is None
+    store.save({"did": "did:plc:r1", "rev": "3kabc", "problems": 0})
+    store.save({"did": "did:web:r_2:x", "rev": "3kdef", "problems": 1})
+    store.invalidate("did:plc:r3", "repo unreadable")
+    assert store.load("did:plc:r1")["rev"] == "3kabc"
+    assert store.load("did:plc:r3") is None  # invalidated counts as none
+    many = store.load_many(["did:plc:r1", "did:web:r_2:x", "did:plc:r3", "did:plc:none"])
+    assert {did: r["rev"] for did, r in many.items()} == {"did:plc:r1": "3kabc", "did:web:r_2:x": "3kdef"}
+    files.write_bytes_atomic(store.path_of("did:plc:r1"), b"{damaged")
+    assert store.load("did:plc:r1") is None
+    store.save_pass({"unchanged": 2})
+    assert store.load_pass()["unchanged"] == 2
