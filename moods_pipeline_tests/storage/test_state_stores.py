@@ -261,6 +261,7 @@ def test_an_unreadable_store_is_an_error_not_an_empty_one(local_s3, s3_state_dir
         read_journal(s3_state_dir)
 
 
+@pytest.mark.integration  # a child process, not pure logic
 def test_an_unreachable_store_is_a_configuration_error(tmp_path, monkeypatch):
     """Nothing listens at the endpoint: the journal command exits 2 naming the setting."""
     import socket
