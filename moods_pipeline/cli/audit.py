@@ -109,6 +109,16 @@ def run_audit(instance, settings, syncable: list, without_account: list, *, chec
         receipts.save_pass(dict(incremental.everyone(syncable, "--full" if full else "--check-logins").facts("full"),
                                 source="moods-pipeline audit"))
     selected_at = time.monotonic()
+    cut, only = None, None
+    if selection is not None and to_run:
+        # Changed users far apart share runs that leave the unchanged ones between them alone.
+        changed = [u.did for u in to_run]
+        mergeable = [did for did in changed if not selection.reasons.get(did, "").startswith("no receipt")]
+
+        def cut(ordered: list[str]) -> list[list[str]]:
+            return incremental.merged_runs(ordered, changed, mergeable)
+
+        only = changed
     stop = progress.listen_users_done(on_user_done)
     try:
         for summary in selection.unchanged_summaries() if selection else []:
@@ -118,8 +128,9 @@ def run_audit(instance, settings, syncable: list, without_account: list, *, chec
             instance, AUDIT_JOB, [u.did for u in to_run],
             # full: the users were chosen here already (changed, or --full); the asset need not
             # select again.
-            quiet_run_config({"mood_audit": {"config": {"check_logins": check_logins, "full": True}}}, verbose),
-            defs=defs,
+            quiet_run_config({"mood_audit": {"config": {"check_logins": check_logins, "full": True, "only": only}}},
+                             verbose),
+            defs=defs, runs=cut,
         ) if to_run else []
     finally:
         stop()

@@ -210,3 +210,38 @@ def changed_partitions(keys: list[str], store, pds, receipts, basis: dict) -> tu
         if key not in found:
             selection.reasons[key] = "no Mongo user holds this DID"
     return [k for k in keys if k not in skip], selection
+
+
+# A run names its partitions as one contiguous range. Changed users far apart would each need a
+# run of their own (a Dagster run costs about as much as auditing dozens of users), so one run
+# may span the unchanged users between them, which it leaves alone (``AuditConfig.only``). Only
+# users that were readable last time (they have a receipt) are joined that way: a run with an
+# unreadable user fails, and Dagster would mark the skipped partitions of a failed run failed.
+MAX_SPAN = 2000  # partitions one run may span (its planned-materialization events are one batch)
+
+
+def merged_runs(ordered: list[str], changed: Iterable[str], mergeable: Iterable[str],
+                per_run: int = 50, max_span: int = MAX_SPAN) -> list[list[str]]:
+    """Runs over ``ordered`` (the partitions' order), each a contiguous slice that starts and ends
+    with a changed key and holds at most ``per_run`` changed keys; two changed keys with
+    unchanged ones between share a run only if both (and the run so far) are ``mergeable``."""
+    if per_run < 1 or max_span < 1:
+        raise ValueError("per_run and max_span must be at least 1")
+    position = {key: i for i, key in enumerate(ordered)}
+    mergeable = set(mergeable)
+    runs: list[list[str]] = []
+    current: list[int] = []
+    current_mergeable = True
+    for p in sorted({position[k] for k in changed if k in position}):
+        joins = bool(current) and len(current) < per_run and p - current[0] + 1 <= max_span and (
+            p == current[-1] + 1 or (current_mergeable and ordered[p] in mergeable))
+        if joins:
+            current.append(p)
+            current_mergeable = current_mergeable and ordered[p] in mergeable
+            continue
+        if current:
+            runs.append(ordered[current[0] : current[-1] + 1])
+        current, current_mergeable = [p], ordered[p] in mergeable
+    if current:
+        runs.append(ordered[current[0] : current[-1] + 1])
+    return runs

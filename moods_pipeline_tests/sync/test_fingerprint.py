@@ -164,3 +164,19 @@ def test_a_failing_pds_or_mongo_makes_every_user_changed(tmp_path):
     assert receipts.load(USER.did) is None
     (tmp_path / "audit" / "receipts" / "did_plc_me.json").write_text("{not json")
     assert receipts.load_many([USER.did]) == {}
+
+
+def test_merged_runs_span_unchanged_users_only_between_mergeable_ones():
+    ordered = [f"k{i:02d}" for i in range(20)]
+    changed = ["k01", "k02", "k05", "k09", "k15"]
+    # k09 had no receipt (maybe unreadable): it runs alone; the others join across the gaps.
+    runs = incremental.merged_runs(ordered, changed, ["k01", "k02", "k05", "k15"])
+    assert runs == [ordered[1:6], ["k09"], ["k15"]]
+    assert incremental.merged_runs(ordered, changed, changed, per_run=2) == [["k01", "k02"], ordered[5:10], ["k15"]]
+    assert incremental.merged_runs(ordered, changed, changed, max_span=5) == [ordered[1:6], ["k09"], ["k15"]]
+    # Nothing mergeable: runs of contiguous changed keys only, as partition_runs cuts them.
+    assert incremental.merged_runs(ordered, changed, []) == [["k01", "k02"], ["k05"], ["k09"], ["k15"]]
+    # Every changed key is in exactly one run, first and last keys of a run are changed.
+    for runs in (incremental.merged_runs(ordered, changed, changed, per_run=p) for p in (1, 2, 3, 50)):
+        assert sorted(k for run in runs for k in run if k in changed) == changed
+        assert all(run[0] in changed and run[-1] in changed for run in runs)
