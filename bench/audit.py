@@ -31,8 +31,18 @@ Phases, each ``--repeats`` times in rotation, medians:
   and the materialization) plus about a dozen per run; this is the part of ``pipeline -
   engine`` that no asset code can remove.
 
-The last line: ``ratio engine/bare=X dagster_ms_per_user=Y`` with Y = (pipeline - engine) /
-users in ms. Targets: X <= 1.0, Y <= 40. Nothing prints a password or a mood's text.
+- ``incremental`` (after those, on one DAGSTER_HOME and state dir kept across its steps), each
+  repetition: ``full`` (``run_audit(full=True)``, what ``audit --all --full`` runs: every user,
+  receipts written), then ``unchanged`` (``run_audit()``, what ``audit --all`` runs, with nothing
+  changed since), then 1% of the users changed (half of them a mood's text edited in Mongo, half
+  a record rewritten in their repo by another client, Mongo untouched) and ``changed1pct``
+  (``run_audit()`` again). Each incremental result is checked against a full audit of the same
+  data (the engine's totals and per-user counts): any difference exits 1.
+
+The ratio line: ``ratio engine/bare=X dagster_ms_per_user=Y`` with Y = (pipeline - engine) /
+users in ms. Targets: X <= 1.0, Y <= 40. The last line: ``ratio incremental/full=X
+changed1pct/full=Y`` (medians; targets X <= 0.10, Y <= 0.15). ``--incremental-only`` skips the
+bare, engine, pipeline and floor phases. Nothing prints a password or a mood's text.
 """
 
 from __future__ import annotations
@@ -62,6 +72,8 @@ from moods_pipeline import MOOD_COLLECTION  # noqa: E402
 CREATE = "com.atproto.repo.applyWrites#create"
 TARGET_RATIO = 1.0
 TARGET_DAGSTER_MS = 40.0
+TARGET_INCREMENTAL = 0.10
+TARGET_CHANGED_1PCT = 0.15
 
 
 def say(message: str) -> None:
@@ -340,6 +352,94 @@ def dagster_floor(dids: list[str], work: Path, rep: int, storage: str, postgres:
     return seconds
 
 
+# --- incremental ----------------------------------------------------------------------------------
+
+
+def change_one_percent(store, pds, users, rng) -> list[str]:
+    """1% of the users (at least one) changed: half a mood's text edited in Mongo, half a record
+    rewritten in the repo by another client (Mongo untouched). Returns their DIDs."""
+    candidates = [u for u in users if any(m.live and m.rkey for m in store.moods_of(u.sub))]
+    chosen = rng.sample(candidates, max(1, round(len(users) / 100)))
+    for k, user in enumerate(chosen):
+        mood = next(m for m in store.moods_of(user.sub) if m.live and m.rkey)
+        if k % 2 == 0:
+            store.db.moods.update_one({"_id": ObjectId(mood.id)}, {"$set": {"mood": f"edited in the app {rng.random()}"}})
+        else:
+            record = pds.get_record(user.did, MOOD_COLLECTION, mood.rkey)
+            session = pds.login(user.did, user.password, expected_did=user.did)
+            value = dict(record.value if record else {"$type": MOOD_COLLECTION, "when": "2024-01-01T00:00:00.000Z",
+                                                       "ref": mood.id})
+            value["mood"] = f"rewritten by another client {rng.random()}"
+            session.put_record(MOOD_COLLECTION, mood.rkey, value)
+    return [u.did for u in chosen]
+
+
+def same_as_full(total: dict, summaries: list[dict], store, pds, users, settings) -> list[str]:
+    """Where an incremental audit differs from a full audit of the same data (empty: none)."""
+    from moods_pipeline.sync import audit as audit_engine
+
+    audits = audit_engine.audit_users(users, store, pds, nuke_policy=settings.nuke_policy,
+                                      when_tolerance_ms=settings.when_tolerance_ms, concurrency=8)
+    reference = audit_engine.totals([a.summary() for a in audits])
+    differences = [f"{key}: {total.get(key)} != {reference[key]}" for key in
+                   ("users_audited", "users_unreadable", "moods_live", "by_status", "problems", "sync_rate_pct")
+                   if total.get(key) != reference[key]]
+    mine = {s["did"]: {k: v for k, v in (s.get("by_status") or {}).items() if v} for s in summaries
+            if not s.get("no_account")}
+    theirs = {a.did: {k: v for k, v in a.counts.items() if v} for a in audits}
+    differences += [f"user {did}: {mine.get(did)} != {theirs.get(did)}" for did in sorted(set(mine) | set(theirs))
+                    if mine.get(did) != theirs.get(did)]
+    return differences
+
+
+def incremental_phases(settings, store, pds, syncable, without_account, work: Path, repeats: int,
+                       storage: str, postgres: "Postgres | None") -> tuple[dict[str, list[float]], list[str]]:
+    """full, unchanged, changed1pct per repetition, as the CLI runs them, on one instance and state
+    dir; (seconds per phase, differences from a full audit)."""
+    import random
+    from dataclasses import replace
+
+    from dagster import DagsterInstance
+
+    from moods_pipeline.cli.audit import run_audit
+
+    rng = random.Random(23)
+    home = dagster_home(work, 2000, storage, postgres)
+    os.environ["DAGSTER_HOME"] = str(home)
+    settings = replace(settings, state_dir=work / "state_incremental")
+    defs = definitions(settings)
+    times: dict[str, list[float]] = {"full": [], "unchanged": [], "changed1pct": []}
+    differences: list[str] = []
+    with DagsterInstance.from_config(str(home)) as instance:
+        for rep in range(repeats):
+            started = time.perf_counter()
+            total, summaries = run_audit(instance, settings, syncable, without_account, defs=defs, full=True)
+            times["full"].append(time.perf_counter() - started)
+            say(f"  rep {rep + 1}: full        {times['full'][-1]:7.2f}s  checked {total['users_checked']}, "
+                f"problems {total['problems']}, runs {total['runs']}")
+            started = time.perf_counter()
+            total, summaries = run_audit(instance, settings, syncable, without_account, defs=defs)
+            times["unchanged"].append(time.perf_counter() - started)
+            found = same_as_full(total, summaries, store, pds, syncable, settings)
+            differences += [f"rep {rep + 1} unchanged: {d}" for d in found]
+            say(f"  rep {rep + 1}: unchanged   {times['unchanged'][-1]:7.2f}s  checked {total['users_checked']}, "
+                f"unchanged {total['users_unchanged']}, runs {total['runs']}, selection {total['seconds_selection']}s, "
+                f"summary {total['seconds_summary']}s; equal to a full audit: {not found}")
+            changed = change_one_percent(store, pds, syncable, rng)
+            started = time.perf_counter()
+            total, summaries = run_audit(instance, settings, syncable, without_account, defs=defs)
+            times["changed1pct"].append(time.perf_counter() - started)
+            found = same_as_full(total, summaries, store, pds, syncable, settings)
+            differences += [f"rep {rep + 1} changed1pct: {d}" for d in found]
+            checked = {s["did"] for s in summaries if not s.get("unchanged") and not s.get("no_account")}
+            if not set(changed) <= checked:
+                differences.append(f"rep {rep + 1}: changed users not checked: {sorted(set(changed) - checked)}")
+            say(f"  rep {rep + 1}: changed1pct {times['changed1pct'][-1]:7.2f}s  changed {len(changed)}, checked "
+                f"{total['users_checked']}, unchanged {total['users_unchanged']}, runs {total['runs']}, problems "
+                f"{total['problems']}; equal to a full audit: {not found}")
+    return times, differences
+
+
 # --- main ---------------------------------------------------------------------------------------
 
 
@@ -348,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="100 users, 1 repetition")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--read-modes", action="store_true", help="also time the engine per read mode and concurrency")
+    parser.add_argument("--incremental-only", action="store_true",
+                        help="only the incremental phases (full, unchanged, 1%% changed), not bare/engine/pipeline/floor")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (stack data, Dagster homes)")
     parser.add_argument("--dagster-storage", choices=["sqlite", "sqlite-tmpfs", "postgres"], default="sqlite",
                         help="pipeline's instance: the CLI's default SQLite DAGSTER_HOME in the temp dir (default), "
@@ -402,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"baseline problems {baseline['problems']}, planted {dict(planted)}: expect {expected}")
 
         times: dict[str, list[float]] = {"bare": [], "engine": [], "pipeline": [], "floor": []}
-        for rep in range(repeats):
+        for rep in range(0 if args.incremental_only else repeats):
             seconds, found = bare(stack.mongo.uri, db_name, stack.pds.url)
             times["bare"].append(seconds)
             assert found["missing"] >= planted["missing_on_pds"] and found["duplicate"] >= planted["duplicate"], found
@@ -431,20 +533,38 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"read={read:<5} concurrency={concurrency:<2} {seconds:6.2f}s "
                           f"{seconds * 1000 / len(syncable):6.2f} ms/user problems={total['problems']}")
 
+        say("incremental: full, then nothing changed, then 1% of the users changed (as the CLI runs them)")
+        incremental_times, differences = incremental_phases(settings, store, pds, syncable, without_account, work,
+                                                            repeats, args.dagster_storage, postgres)
+
         n = len(syncable)
-        medians = {phase: statistics.median(values) for phase, values in times.items()}
         print(f"users={n} moods={report.moods_written} records={created} planted={sum(planted.values())} "
               f"problems={expected} repeats={repeats} dagster_storage={args.dagster_storage}")
-        for phase in ("bare", "engine", "pipeline", "summary", "floor"):
-            runs = " ".join(f"{v:.2f}" for v in times[phase])
-            print(f"{phase:<8} median {medians[phase]:7.2f}s  {medians[phase] * 1000 / n:6.2f} ms/user  (runs: {runs})")
-        ratio = medians["engine"] / medians["bare"]
-        dagster_ms = (medians["pipeline"] - medians["engine"]) * 1000 / n
-        print(f"dagster floor (do-nothing asset, same runs) {medians['floor'] * 1000 / n:.1f} ms/user; "
-              f"pipeline above engine + floor {(medians['pipeline'] - medians['engine'] - medians['floor']) * 1000 / n:.1f} ms/user")
-        print(f"ratio engine/bare={ratio:.2f} dagster_ms_per_user={dagster_ms:.1f}")
-        ok = ratio <= TARGET_RATIO and dagster_ms <= TARGET_DAGSTER_MS
-        say(f"targets: ratio <= {TARGET_RATIO}, dagster_ms_per_user <= {TARGET_DAGSTER_MS}: {'met' if ok else 'NOT met'}")
+        ok = True
+        if not args.incremental_only:
+            medians = {phase: statistics.median(values) for phase, values in times.items()}
+            for phase in ("bare", "engine", "pipeline", "summary", "floor"):
+                runs = " ".join(f"{v:.2f}" for v in times[phase])
+                print(f"{phase:<8} median {medians[phase]:7.2f}s  {medians[phase] * 1000 / n:6.2f} ms/user  (runs: {runs})")
+            ratio = medians["engine"] / medians["bare"]
+            dagster_ms = (medians["pipeline"] - medians["engine"]) * 1000 / n
+            print(f"dagster floor (do-nothing asset, same runs) {medians['floor'] * 1000 / n:.1f} ms/user; "
+                  f"pipeline above engine + floor {(medians['pipeline'] - medians['engine'] - medians['floor']) * 1000 / n:.1f} ms/user")
+            print(f"ratio engine/bare={ratio:.2f} dagster_ms_per_user={dagster_ms:.1f}")
+            ok = ratio <= TARGET_RATIO and dagster_ms <= TARGET_DAGSTER_MS
+            say(f"targets: ratio <= {TARGET_RATIO}, dagster_ms_per_user <= {TARGET_DAGSTER_MS}: {'met' if ok else 'NOT met'}")
+        inc = {phase: statistics.median(values) for phase, values in incremental_times.items()}
+        for phase in ("full", "unchanged", "changed1pct"):
+            runs = " ".join(f"{v:.2f}" for v in incremental_times[phase])
+            print(f"{phase:<11} median {inc[phase]:7.2f}s  {inc[phase] * 1000 / n:6.2f} ms/user  (runs: {runs})")
+        for difference in differences:
+            print(f"DIFFERENT FROM A FULL AUDIT: {difference}")
+        x, y = inc["unchanged"] / inc["full"], inc["changed1pct"] / inc["full"]
+        inc_ok = x <= TARGET_INCREMENTAL and y <= TARGET_CHANGED_1PCT and not differences
+        say(f"targets: incremental/full <= {TARGET_INCREMENTAL}, changed1pct/full <= {TARGET_CHANGED_1PCT}, results "
+            f"equal to a full audit's ({len(differences)} differences): {'met' if inc_ok else 'NOT met'}")
+        print(f"ratio incremental/full={x:.3f} changed1pct/full={y:.3f}")
+        ok = ok and inc_ok
         pds.close()
         store.client.close()
         client.close()
