@@ -7,12 +7,12 @@ import dagster as dg
 from moods_pipeline.defs.alerts.sensors import ops_sensors
 from moods_pipeline.defs.audit.assets import audit_job, audit_summary, audit_summary_job, mood_audit
 from moods_pipeline.defs.audit.checks import everyone_in_step
-from moods_pipeline.defs.automation import summaries_automation_sensor
 from moods_pipeline.defs.audit.schedules import (
     nightly_audit_schedule,
     nightly_audit_summary_schedule,
     weekly_full_audit_schedule,
 )
+from moods_pipeline.defs.automation import summaries_automation_sensor
 from moods_pipeline.defs.backfill.assets import backfill_summary, mood_backfill
 from moods_pipeline.defs.backfill.jobs import backfill_job, backfill_summary_job
 from moods_pipeline.defs.backfill.sensors import users_partition_sensor
@@ -22,7 +22,6 @@ from moods_pipeline.defs.live.assets import sync_latency, sync_latency_job
 from moods_pipeline.defs.live.sensors import catchup_sensor, catchup_sync_job, firehose_sensor
 from moods_pipeline.defs.repair.jobs import mood_repair_job
 from moods_pipeline.defs.report.assets import migration_report, migration_report_job
-from moods_pipeline.defs.users.assets import users, users_job
 from moods_pipeline.defs.resources import (
     MONGO_VARIABLES,
     PDS_VARIABLES,
@@ -31,6 +30,7 @@ from moods_pipeline.defs.resources import (
     PdsResource,
     PipelineSettingsResource,
 )
+from moods_pipeline.defs.users.assets import users, users_job
 from moods_pipeline.settings import is_set
 
 
