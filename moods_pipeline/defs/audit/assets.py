@@ -26,8 +26,8 @@ from typing import Optional
 import dagster as dg
 
 from moods_pipeline import progress
-from moods_pipeline.defs.automation import AUDIT_FRESHNESS, SUMMARY_CONDITION
 from moods_pipeline.defs.audit.checks import audit_run_check_spec, run_check_result
+from moods_pipeline.defs.automation import AUDIT_FRESHNESS, SUMMARY_CONDITION
 from moods_pipeline.defs.partitions import PARTITIONS_PER_RUN, users_partitions
 from moods_pipeline.defs.resources import MongoResource, PdsResource, PipelineSettingsResource
 from moods_pipeline.model import UserAccount
