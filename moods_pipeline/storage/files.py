@@ -3,13 +3,14 @@ object-store URL such as ``s3://bucket/prefix``), one naming rule for keys (DIDs
 and one way to write, read and list them.
 
 Every store takes the state dir through :func:`state_path` and builds paths with ``/``; none
-opens, renames or lists a file itself, so the same code runs on a local disk and on S3 (through
+opens, renames or lists a file itself (but for the local appends of journal.py and audits.py),
+so the same code runs on a local disk and on S3 (through
 fsspec and universal-pathlib; credentials and endpoint come from the standard AWS variables,
 ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL_S3`` or ``AWS_ENDPOINT_URL``,
 read by botocore, never by this project, so they are never logged).
 
 - A write replaces a whole file or object: on a local disk a temporary file beside it, then one
-  rename (readers see the old file or the new one; ``durable`` adds fsyncs for the journal);
+  rename (readers see the old file or the new one; the journal adds its own fsync);
   on an object store one PUT of the whole object, which is atomic there (no rename dance).
 - Nothing is appended on an object store (it cannot be): append-style records (the deletion
   journal, a run's per-user lines) are one object per entry there; see journal.py.
@@ -109,28 +110,14 @@ def is_local(path: str | os.PathLike | UPath) -> bool:
 # --- writing -----------------------------------------------------------------------------------
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: str | os.PathLike | UPath, write: Callable[[str], None], *, durable: bool = False) -> None:
+def write_atomic(path: str | os.PathLike | UPath, write: Callable[[str], None]) -> None:
     """Create or replace ``path`` whole: ``write(tmp)`` fills a local temporary file, which then
     becomes ``path`` in one step (readers see the old file or the new one, never a part; a
     failed write leaves the old file and no temporary one).
 
-    Local: the temporary file lies beside ``path`` and replaces it in one rename; with
-    ``durable`` it is fsynced first and the folder after, so it survives a crash once this
-    returns. Object store: the temporary file is uploaded as one object (a PUT is atomic and
-    durable there when it returns)."""
+    Local: the temporary file lies beside ``path`` and replaces it in one rename. Object store:
+    the temporary file is uploaded as one object (a PUT is atomic and durable there when it
+    returns)."""
     path = state_path(path)
     if isinstance(path, Path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -138,12 +125,7 @@ def write_atomic(path: str | os.PathLike | UPath, write: Callable[[str], None], 
         os.close(fd)
         try:
             write(tmp)
-            if durable:
-                with open(tmp, "rb+") as handle:
-                    os.fsync(handle.fileno())
             os.replace(tmp, path)
-            if durable:
-                _fsync_dir(path.parent)
         except BaseException:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -160,16 +142,16 @@ def write_atomic(path: str | os.PathLike | UPath, write: Callable[[str], None], 
         os.unlink(tmp)
 
 
-def write_bytes_atomic(path: str | os.PathLike | UPath, data: bytes, *, durable: bool = False) -> None:
+def write_bytes_atomic(path: str | os.PathLike | UPath, data: bytes) -> None:
     path = state_path(path)
     if isinstance(path, Path):
-        write_atomic(path, lambda tmp: Path(tmp).write_bytes(data), durable=durable)
+        write_atomic(path, lambda tmp: Path(tmp).write_bytes(data))
     else:
         remote_call(path, "write", lambda: path.fs.pipe_file(path.path, data))  # one PUT of the whole object
 
 
-def write_json_atomic(path: str | os.PathLike | UPath, data: Any, *, durable: bool = False) -> None:
-    write_bytes_atomic(path, json.dumps(data, sort_keys=True).encode(), durable=durable)
+def write_json_atomic(path: str | os.PathLike | UPath, data: Any) -> None:
+    write_bytes_atomic(path, json.dumps(data, sort_keys=True).encode())
 
 
 # --- reading -----------------------------------------------------------------------------------
