@@ -35,8 +35,9 @@ launched: nothing here dequeues them):
 2. the CLI's launch path: reading the partitions and cutting the runs (``partition_runs``);
 3. a backfill over every partition created through the webserver's GraphQL API
    (``launchPartitionBackfill``, as the UI's "Materialize" dialog does), then the backfill
-   daemon's first iteration run in this process (Dagster's ``execute_backfill_iteration``, a
-   private function: the daemon's own loop body), timed, with the runs it queued;
+   daemon's first iteration in a child process (Dagster's ``execute_backfill_iteration``, a
+   private function: the daemon's own loop body), watched from here: when its first run was
+   queued, and how many runs it queued within ``--daemon-budget`` seconds;
 4. per-partition bookkeeping: a do-nothing asset on the same partitions run the CLI's way
    (runs of 50 contiguous partitions, ``execute_in_process``) over ``--noop-partitions``
    partitions, once in this 50,000-partition instance and once in an instance holding only
@@ -303,6 +304,35 @@ nux:
 """
 
 
+class MongoOnly:
+    """A SecantusDB of its own on disk (part partitions needs no PDS): never the persistent
+    stack of part users, which another run of this script may have up at the same time."""
+
+    def __init__(self, root: Path) -> None:
+        import pymongo
+
+        from moods_pipeline.devstack import LocalMongo
+
+        self.server = LocalMongo(root / "mongo-data", log_path=root / "mongo.log").start()
+        self.mongo_uri = self.server.uri
+        self.client = pymongo.MongoClient(self.mongo_uri, tz_aware=True, datetime_conversion="DATETIME_AUTO")
+
+    def db(self, name: str):
+        return self.client[name]
+
+    def env(self, db_name: str, state_dir: Path) -> dict[str, str]:
+        # no PDS is started: loading the definitions and the UI never call it
+        return {"MONGODB_CONNECTION_STRING": self.mongo_uri, "MONGODB_NAME": db_name,
+                "PDS_URL": "http://localhost:9", "MOODS_STATE_DIR": str(state_dir)}
+
+    def __enter__(self) -> "MongoOnly":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+        self.server.stop()
+
+
 def fresh_home(path: Path) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
@@ -502,37 +532,57 @@ def launch_backfill(server: Webserver, keys: list[str]) -> tuple[str, float]:
     return launched["backfillId"], seconds
 
 
-def daemon_first_iteration(instance, backfill_id: str) -> dict:
-    """The backfill daemon's loop body, once, in this process (a private Dagster function)."""
+def daemon_child(home: Path, backfill_id: str) -> int:
+    """The backfill daemon's loop body, once, in this (child) process: a private Dagster function."""
     import logging
 
-    from dagster._core.storage.dagster_run import RunsFilter
     from dagster._core.workspace.context import WorkspaceProcessContext
     from dagster._core.workspace.load_target import ModuleTarget
     from dagster._daemon.backfill import execute_backfill_iteration
 
     target = ModuleTarget(module_name="moods_pipeline.definitions", attribute=None,
                           working_directory=str(REPO_ROOT), location_name="moods_pipeline")
-    logger = logging.getLogger("bench.scale.daemon")
-    iterations = []
-    clock = CpuClock()
-    with WorkspaceProcessContext(instance, target) as context:
-        # the code location (a code server child) loads first, apart from the iteration's time
-        location = context.create_request_context().get_code_location("moods_pipeline")
-        load_s, _ = clock.lap()
-        say(f"daemon's workspace: code location {location.name} loaded in {load_s:.1f} s")
-        for _ in range(3):  # the first iteration, and two more to see whether it needed them
-            clock = CpuClock()
-            errors = [e for e in execute_backfill_iteration(context, logger) if e is not None]
-            seconds, cpu = clock.lap()
-            runs = instance.get_runs_count(RunsFilter(tags={"dagster/backfill": backfill_id}))
-            iterations.append({"seconds": seconds, "cpu_s": cpu, "runs": runs, "errors": len(errors)})
-            if errors:
-                say(f"  daemon iteration error: {errors[0].message.splitlines()[0]}")
-            backfill = instance.get_backfill(backfill_id)
-            if backfill is None or backfill.status.value != "REQUESTED" or (len(iterations) > 1 and runs == iterations[-2]["runs"]):
-                break
-    return {"iterations": iterations, "status": instance.get_backfill(backfill_id).status.value}
+    with open_instance(home) as instance, WorkspaceProcessContext(instance, target) as context:
+        context.create_request_context().get_code_location("moods_pipeline")
+        print(json.dumps({"loaded": time.time()}), flush=True)
+        errors = [e for e in execute_backfill_iteration(context, logging.getLogger("bench.scale.daemon")) if e is not None]
+        print(json.dumps({"done": time.time(), "errors": [e.message.splitlines()[0] for e in errors[:3]]}), flush=True)
+    return 0
+
+
+def daemon_first_iteration(instance, home: Path, backfill_id: str, budget_s: float, log: Path) -> dict:
+    """The daemon's first iteration over the backfill, in a child process, watched from here: the
+    runs it queues over time; stopped after ``budget_s`` if it has not finished (then the rate so
+    far gives the whole)."""
+    from dagster._core.storage.dagster_run import RunsFilter
+
+    runs_filter = RunsFilter(tags={"dagster/backfill": backfill_id})
+    with open(log, "wb") as out:
+        child = subprocess.Popen([sys.executable, "-m", "bench.scale", "--daemon-child", str(home), backfill_id],
+                                 cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=out, start_new_session=True)
+        loaded_line = child.stdout.readline()
+        if not loaded_line:
+            child.wait()
+            raise RuntimeError(f"the daemon child exited {child.returncode} before loading the code; see {log}")
+        t0 = time.time()
+        first_run_s, samples = None, []
+        while child.poll() is None and time.time() - t0 < budget_s:
+            runs = instance.get_runs_count(runs_filter)
+            if runs and first_run_s is None:
+                first_run_s = time.time() - t0
+            samples.append((time.time() - t0, runs))
+            time.sleep(2)
+        finished = child.poll() is not None
+        if not finished:
+            os.killpg(child.pid, 15)  # the child's own session: it and the code server it started
+            child.wait()
+        rest = child.stdout.read().decode().strip().splitlines()
+    seconds = time.time() - t0
+    runs = instance.get_runs_count(runs_filter)
+    if runs and first_run_s is None:
+        first_run_s = seconds
+    errors = json.loads(rest[-1]).get("errors", []) if finished and rest else []
+    return {"seconds": seconds, "finished": finished, "runs": runs, "first_run_s": first_run_s, "errors": errors}
 
 
 def noop_runs(instance, count: int) -> dict:
@@ -632,7 +682,7 @@ def part_partitions(args, root: Path) -> dict:
     count = args.partitions
     say(f"== part partitions: {count:,} dynamic partitions, {load()}")
     out: dict = {"partitions": count}
-    with start_stack(root) as stack:
+    with MongoOnly(root / "partitions") as stack:
         # The sensor's Mongo read on SecantusDB (a Python query engine) is timed at
         # --sensor-users; the partitions themselves are made-up DIDs, added as the sensor would.
         sensor_users = min(args.sensor_users, count)
@@ -644,7 +694,7 @@ def part_partitions(args, root: Path) -> dict:
             out["launch"] = cli_launch_path(instance)
             keys = instance.get_dynamic_partitions(USERS_PARTITION)
             env = {k: v for k, v in os.environ.items() if not k.startswith(_PRODUCTION_VARS)}
-            env.update(stack.env(db_name, state_dir=root / "partitions" / "state"))
+            env.update(stack.env(db_name, root / "partitions" / "state"))
             server = Webserver(home, env, root / "partitions" / "webserver.log")
             try:
                 up = server.wait()
@@ -656,11 +706,18 @@ def part_partitions(args, root: Path) -> dict:
                 out["backfill_launch_s"] = launch_s
             finally:
                 server.stop()
-            daemon = daemon_first_iteration(instance, backfill_id)
-            for n, it in enumerate(daemon["iterations"], 1):
-                say(f"backfill daemon iteration {n}: {it['seconds']:.1f} s ({it['cpu_s']:.1f} CPU s), "
-                    f"{it['runs']:,} runs queued so far ({1000 * it['seconds'] / max(it['runs'], 1):.0f} ms per run)")
-            say(f"backfill status after them: {daemon['status']}")
+            daemon = daemon_first_iteration(instance, home, backfill_id, args.daemon_budget,
+                                            root / "partitions" / "daemon.log")
+            expected_runs = out["launch"]["runs"]
+            after_first = daemon["seconds"] - (daemon["first_run_s"] or daemon["seconds"])
+            per_run = after_first / max(daemon["runs"] - 1, 1)
+            say(f"backfill daemon, first iteration: first run queued {daemon['first_run_s'] or float('nan'):.1f} s after "
+                f"it began (planning {len(keys):,} partitions), then {daemon['runs']:,} of {expected_runs:,} runs queued in "
+                f"{daemon['seconds']:.0f} s ({1000 * per_run:.0f} ms per run); "
+                + ("finished" if daemon["finished"] else
+                   f"stopped at the {args.daemon_budget:.0f} s budget: all {expected_runs:,} runs would take about "
+                   f"{((daemon['first_run_s'] or 0) + per_run * expected_runs) / 60:.0f} min at this rate")
+                + (f"; errors: {daemon['errors']}" if daemon["errors"] else ""))
             out["daemon"] = daemon
             noop = noop_runs(instance, args.noop_partitions)
         small_home = fresh_home(root / "partitions" / "home-small")
@@ -695,6 +752,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--noop-partitions", type=int, default=500, help="partitions the do-nothing asset runs over")
     parser.add_argument("--no-ui", action="store_true", help="time the page's GraphQL query instead of the browser")
     parser.add_argument("--seed-only", action="store_true", help="part users: seed the accounts and stop")
+    parser.add_argument("--daemon-budget", type=float, default=300,
+                        help="seconds the backfill daemon's first iteration may run before it is stopped")
+    parser.add_argument("--daemon-child", nargs=2, metavar=("HOME", "BACKFILL_ID"), help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=23)
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="the persistent directory")
     args = parser.parse_args(argv)
@@ -709,6 +769,8 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore")
     args = parse_args(argv)
+    if args.daemon_child:
+        return daemon_child(Path(args.daemon_child[0]), args.daemon_child[1])
     root = args.dir.resolve()
     root.mkdir(parents=True, exist_ok=True)
     wall0 = time.perf_counter()
