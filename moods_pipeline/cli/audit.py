@@ -113,7 +113,8 @@ def run_audit(instance, settings, syncable: list, without_account: list, *, chec
     if selection is not None and to_run:
         # Changed users far apart share runs that leave the unchanged ones between them alone.
         changed = [u.did for u in to_run]
-        mergeable = [did for did in changed if not selection.reasons.get(did, "").startswith("no receipt")]
+        # Joined across gaps only users readable last time whose repo is active and listed now.
+        mergeable = [did for did in changed if selection.reasons.get(did, "").startswith(incremental.READABLE_CHANGES)]
 
         def cut(ordered: list[str]) -> list[list[str]]:
             return incremental.merged_runs(ordered, changed, mergeable)

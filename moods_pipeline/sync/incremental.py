@@ -218,6 +218,8 @@ def changed_partitions(keys: list[str], store, pds, receipts, basis: dict) -> tu
 # users that were readable last time (they have a receipt) are joined that way: a run with an
 # unreadable user fails, and Dagster would mark the skipped partitions of a failed run failed.
 MAX_SPAN = 2000  # partitions one run may span (its planned-materialization events are one batch)
+# ``why_changed`` reasons of users that had a receipt and whose repo is active and listed.
+READABLE_CHANGES = ("repo moved", "moods changed", "audit settings changed")
 
 
 def merged_runs(ordered: list[str], changed: Iterable[str], mergeable: Iterable[str],

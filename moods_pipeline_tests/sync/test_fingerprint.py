@@ -180,3 +180,15 @@ def test_merged_runs_span_unchanged_users_only_between_mergeable_ones():
     for runs in (incremental.merged_runs(ordered, changed, changed, per_run=p) for p in (1, 2, 3, 50)):
         assert sorted(k for run in runs for k in run if k in changed) == changed
         assert all(run[0] in changed and run[-1] in changed for run in runs)
+
+
+def test_only_users_readable_last_time_count_as_mergeable():
+    readable = [incremental.why_changed(USER, RECEIPT, replace(HEAD, rev="3r2"), "fp1:abc", BASIS),
+                incremental.why_changed(USER, RECEIPT, HEAD, "fp1:def", BASIS),
+                incremental.why_changed(USER, RECEIPT, HEAD, "fp1:abc", dict(BASIS, when_tolerance_ms=5))]
+    doubtful = [incremental.why_changed(USER, None, HEAD, "fp1:abc", BASIS),
+                incremental.why_changed(USER, RECEIPT, replace(HEAD, active=False), "fp1:abc", BASIS),
+                incremental.why_changed(USER, RECEIPT, "RepoNotFound: x", "fp1:abc", BASIS),
+                incremental.why_changed(USER, RECEIPT, None, "fp1:abc", BASIS)]
+    assert all(why.startswith(incremental.READABLE_CHANGES) for why in readable)
+    assert not any(why.startswith(incremental.READABLE_CHANGES) for why in doubtful)
