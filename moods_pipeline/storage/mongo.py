@@ -278,12 +278,21 @@ class MongoStore:
             by_sub.setdefault(doc.get("user"), []).append(_mood_from_doc(doc))
         return by_sub
 
-    def iter_moods_of_users(self, subs: Iterable[str], chunk: int = 1000) -> Iterable[Mood]:
+    def iter_moods_of_users(self, subs: Iterable[str], chunk: int = 1000, scan_above: int = 200) -> Iterable[Mood]:
         """Every mood (nuked included) of these users, as ``moods_of`` reads them, streamed in no
         particular order: one query per ``chunk`` users (the ``{user: 1}`` index), no sort, so
-        the fingerprints of a thousand users cost one round trip and no per-user query. Mood
-        text passes through (it is hashed by the caller), it is never kept here."""
+        the fingerprints of a thousand users cost one round trip and no per-user query. Above
+        ``scan_above`` users, one pass over the whole collection instead, keeping theirs: a
+        large ``$in`` is slow on SecantusDB (940 users, 2,700 moods: 8.1 s against 0.5 s for
+        the pass, on the loaded test machine), and a selection that large is most users anyway.
+        Mood text passes through (it is hashed by the caller), it is never kept here."""
         subs = list(dict.fromkeys(subs))
+        if len(subs) > scan_above:
+            wanted = set(subs)
+            for doc in self.db.moods.find({}, MOOD_FIELDS, batch_size=1000):
+                if doc.get("user") in wanted:
+                    yield _mood_from_doc(doc)
+            return
         for start in range(0, len(subs), chunk):
             part = subs[start : start + chunk]
             for doc in self.db.moods.find({"user": {"$in": part}}, MOOD_FIELDS, batch_size=1000):

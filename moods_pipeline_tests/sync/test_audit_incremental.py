@@ -72,6 +72,10 @@ def test_every_mongo_change_flips_the_fingerprint_read_in_one_query(mongo_db, ma
     # The bulk read is one query for many users (a CommandListener would show the same).
     many = fp.fingerprints(store, [store.user_by_sub(me.sub), store.user_by_sub(them.sub)])
     assert many == {me.sub: before, them.sub: theirs}
+    # A large selection reads by one pass over the collection: the same moods as by `$in`.
+    by_in = sorted((m.id, m.user) for m in store.iter_moods_of_users([me.sub, them.sub]))
+    by_pass = sorted((m.id, m.user) for m in store.iter_moods_of_users([me.sub, them.sub], scan_above=0))
+    assert by_in == by_pass and len(by_in) == 3 + 2
 
 
 def test_listrepos_and_getlatestcommit_agree_and_move_with_every_commit(make_account, pds):
