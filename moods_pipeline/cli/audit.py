@@ -71,6 +71,17 @@ def register(subparsers) -> None:
 # -- audit ---------------------------------------------------------------------------------
 
 
+def _stores_event_batches(instance) -> bool:
+    """Whether the instance's event log writes a batch of events at once (PostgreSQL does; SQLite
+    writes them one by one), which decides how wide a gap an incremental run may span."""
+    from moods_pipeline.defs.dagster_private import EventLogStorage
+
+    try:
+        return type(instance.event_log_storage).store_event_batch is not EventLogStorage.store_event_batch
+    except Exception:  # noqa: BLE001 - unknown storage: assume the slow case
+        return False
+
+
 def run_audit(instance, settings, syncable: list, without_account: list, *, check_logins: bool = False,
               verbose: bool = False, defs=None, summary: bool = True, on_user_done=None,
               refused: list | None = None, store=None, full: bool = False,
@@ -116,8 +127,10 @@ def run_audit(instance, settings, syncable: list, without_account: list, *, chec
         # Joined across gaps only users readable last time whose repo is active and listed now.
         mergeable = [did for did in changed if selection.reasons.get(did, "").startswith(incremental.READABLE_CHANGES)]
 
+        max_gap = None if _stores_event_batches(instance) else incremental.UNBATCHED_MAX_GAP
+
         def cut(ordered: list[str]) -> list[list[str]]:
-            return incremental.merged_runs(ordered, changed, mergeable)
+            return incremental.merged_runs(ordered, changed, mergeable, max_gap=max_gap)
 
         only = changed
     stop = progress.listen_users_done(on_user_done)

@@ -11,4 +11,10 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 # evaluation record is this enum, which is not exported publicly.
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-__all__ = ["ASSET_PARTITION_RANGE_END_TAG", "ASSET_PARTITION_RANGE_START_TAG", "AssetCheckExecutionRecordStatus"]
+# The incremental audit's runs span unchanged partitions only where the event log stores a batch
+# of events at once (PostgreSQL); SQLite inherits the base class's one-by-one loop, which is how
+# the command line tells them apart. The base class is not exported publicly.
+from dagster._core.storage.event_log.base import EventLogStorage
+
+__all__ = ["ASSET_PARTITION_RANGE_END_TAG", "ASSET_PARTITION_RANGE_START_TAG", "AssetCheckExecutionRecordStatus",
+           "EventLogStorage"]

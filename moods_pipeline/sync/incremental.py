@@ -218,15 +218,20 @@ def changed_partitions(keys: list[str], store, pds, receipts, basis: dict) -> tu
 # users that were readable last time (they have a receipt) are joined that way: a run with an
 # unreadable user fails, and Dagster would mark the skipped partitions of a failed run failed.
 MAX_SPAN = 2000  # partitions one run may span (its planned-materialization events are one batch)
+# Where the instance stores events one by one (SQLite: a planned-materialization event per
+# spanned partition, each its own write), a gap costs as much as a run's own dozen or two events
+# at about this many partitions: wider gaps start a new run.
+UNBATCHED_MAX_GAP = 16
 # ``why_changed`` reasons of users that had a receipt and whose repo is active and listed.
 READABLE_CHANGES = ("repo moved", "moods changed", "audit settings changed")
 
 
 def merged_runs(ordered: list[str], changed: Iterable[str], mergeable: Iterable[str],
-                per_run: int = 50, max_span: int = MAX_SPAN) -> list[list[str]]:
+                per_run: int = 50, max_span: int = MAX_SPAN, max_gap: int | None = None) -> list[list[str]]:
     """Runs over ``ordered`` (the partitions' order), each a contiguous slice that starts and ends
     with a changed key and holds at most ``per_run`` changed keys; two changed keys with
-    unchanged ones between share a run only if both (and the run so far) are ``mergeable``."""
+    unchanged ones between share a run only if both (and the run so far) are ``mergeable`` and
+    at most ``max_gap`` unchanged keys lie between them."""
     if per_run < 1 or max_span < 1:
         raise ValueError("per_run and max_span must be at least 1")
     position = {key: i for i, key in enumerate(ordered)}
@@ -236,7 +241,8 @@ def merged_runs(ordered: list[str], changed: Iterable[str], mergeable: Iterable[
     current_mergeable = True
     for p in sorted({position[k] for k in changed if k in position}):
         joins = bool(current) and len(current) < per_run and p - current[0] + 1 <= max_span and (
-            p == current[-1] + 1 or (current_mergeable and ordered[p] in mergeable))
+            p == current[-1] + 1 or (current_mergeable and ordered[p] in mergeable
+                                     and (max_gap is None or p - current[-1] - 1 <= max_gap)))
         if joins:
             current.append(p)
             current_mergeable = current_mergeable and ordered[p] in mergeable

@@ -192,3 +192,11 @@ def test_only_users_readable_last_time_count_as_mergeable():
                 incremental.why_changed(USER, RECEIPT, None, "fp1:abc", BASIS)]
     assert all(why.startswith(incremental.READABLE_CHANGES) for why in readable)
     assert not any(why.startswith(incremental.READABLE_CHANGES) for why in doubtful)
+
+
+def test_merged_runs_keep_gaps_small_where_events_are_stored_one_by_one():
+    ordered = [f"k{i:02d}" for i in range(40)]
+    changed = ["k00", "k03", "k30"]
+    assert incremental.merged_runs(ordered, changed, changed, max_gap=2) == [ordered[0:4], ["k30"]]
+    assert incremental.merged_runs(ordered, changed, changed, max_gap=1) == [["k00"], ["k03"], ["k30"]]
+    assert incremental.merged_runs(ordered, changed, changed) == [ordered[0:31]]
