@@ -1,11 +1,13 @@
-"""`dagster dev` end to end: the webserver and the daemon on the local stack, driven over GraphQL.
+"""`moods-pipeline ui` end to end: the webserver and the daemon on the local stack, driven over GraphQL.
 
-The test starts `dagster dev` (webserver + daemon + code server) on a free port of 127.0.0.1 with
+The test starts `moods-pipeline ui` (which becomes `dg dev`: webserver + daemon + code server) on a
+free port of 127.0.0.1 with
 the settings of docs/interface.md pointing at the test's PDS and MongoDB database, adds the users'
 partitions with `addDynamicPartition`, launches an asset backfill over them with
 `launchPartitionBackfill`, waits for the backfill daemon to finish it (its loop ticks every 30 s,
 so this takes a minute or two), and reads partition status and materialization metadata back
-over GraphQL, as the UI does. ``MOODS_ROLLOUT=off`` keeps the live catch-up sensor from writing
+over GraphQL, as the UI does; then waits for the automation sensor to bring ``backfill_summary``
+up to date by itself, and stops it all with Ctrl-C (SIGINT to the process group). ``MOODS_ROLLOUT=off`` keeps the live catch-up sensor from writing
 the same moods first (and exercises the rollback switch of the runbook).
 """
 
@@ -27,7 +29,9 @@ from moods_pipeline_tests.world import add_user, check_invariant, store_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-DAGSTER = str(Path(sys.executable).parent / "dagster")
+MOODS_PIPELINE = str(Path(sys.executable).parent / "moods-pipeline")
+REPO_ROOT = Path(__file__).resolve().parents[2]  # dg dev reads the project's pyproject.toml
+SUMMARY_TIMEOUT_S = 120  # the automation sensor ticks every 30 s, then the summary run
 STARTUP_TIMEOUT_S = 90
 BACKFILL_TIMEOUT_S = 150  # two backfill-daemon ticks (30 s each) plus the runs
 DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
@@ -40,15 +44,15 @@ def _free_port() -> int:
 
 
 class DagsterDev:
-    """`dagster dev` in its own process group; its output goes to a log file."""
+    """`moods-pipeline ui` in its own process group; its output goes to a log file."""
 
     def __init__(self, cwd: Path, env: dict, port: int) -> None:
         self.port = port
         self.log_path = cwd / "dagster-dev.log"
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [DAGSTER, "dev", "-m", "moods_pipeline.definitions", "-h", "127.0.0.1", "-p", str(port)],
-            cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            [MOODS_PIPELINE, "ui", "--port", str(port)],
+            cwd=REPO_ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
 
@@ -84,12 +88,13 @@ class DagsterDev:
     def stop(self) -> None:
         self.http.close()
         if self.proc.poll() is None:
-            # dagster dev shuts its webserver, daemon and code server down on SIGTERM.
-            self.proc.send_signal(signal.SIGTERM)
+            # Ctrl-C, as a terminal sends it: dg dev shuts its webserver, daemon and code server down.
+            os.killpg(self.proc.pid, signal.SIGINT)
             try:
-                self.proc.wait(timeout=30)
+                self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 pass
+        self.stopped_cleanly = self.proc.poll() == 0
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)  # whatever of its own group is left
         except ProcessLookupError:
@@ -230,3 +235,19 @@ def test_partition_backfill_over_graphql_with_the_daemon(dagster_dev, users, tes
     # And the data really moved: the invariant holds on the PDS and in Mongo.
     with PdsClient(local_pds.url) as pds:
         assert check_invariant(store_for(test_settings), pds, users) == sum(len(u.mood_ids) for u in users)
+
+    # Nobody materialized backfill_summary: the automation sensor does, after the backfill's runs.
+    deadline = time.monotonic() + SUMMARY_TIMEOUT_S
+    while True:
+        found = dev.graphql(ASSET, {"path": ["backfill_summary"], "partitions": None})["assetOrError"]
+        summaries = found.get("assetMaterializations") or [] if found["__typename"] == "Asset" else []
+        if summaries:
+            break
+        assert time.monotonic() < deadline, f"backfill_summary not updated by itself:\n{dev.tail()}"
+        time.sleep(3)
+    assert metadata_of(summaries[0])["created"] == sum(len(u.mood_ids) for u in users)
+
+    dev.stop()
+    log = dev.log_path.read_text(errors="replace")
+    assert dev.stopped_cleanly, log[-3000:]
+    assert "superseded" not in log.lower() and "deprecat" not in log.lower(), log[-3000:]
