@@ -167,9 +167,10 @@ def summarize(outcomes: Iterable[UserOutcome], seconds: float | None = None, dry
         "needs_repair": sum(o.needs_repair for o in accounts),
         "seconds": round(seconds if seconds is not None else sum(o.seconds for o in outcomes), 3),
         "dry_run": dry_run,
-        "would_create": sum(o.would_create for o in accounts),
-        "would_write_pointers": sum(o.would_write_pointers for o in accounts),
         "duplicates": sum(o.duplicates for o in accounts),
         "orphans": sum(o.orphans for o in accounts),
     }
+    if dry_run:  # planning counts: meaningless beside a run that wrote
+        summary["would_create"] = sum(o.would_create for o in accounts)
+        summary["would_write_pointers"] = sum(o.would_write_pointers for o in accounts)
     return summary

@@ -29,6 +29,7 @@ def test_backfill_all_json_counts_and_exit_codes(cli_env, mongo_db, make_account
 
     code, summary, err = backfill_json(capsys, "--all")
     assert BACKFILL_KEYS <= set(summary)
+    assert "would_create" not in summary and "would_write_pointers" not in summary  # dry-run counts only
     assert code == 1  # the wrong password leaves moods unsynced
     assert (summary["users"], summary["users_failed"], summary["skipped_no_account"]) == (2, 1, 1)
     assert (summary["moods_live"], summary["created"], summary["skipped_invalid"], summary["failed"]) == (5, 2, 1, 2)
