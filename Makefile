@@ -10,7 +10,9 @@ CLI := $(VENV)/bin/moods-pipeline
 
 .PHONY: setup demo test stack-up stack-down bench clean
 
-setup: $(VENV_STAMP) $(NODE_STAMP)
+CHROMIUM := /usr/bin/chromium
+
+setup: $(VENV_STAMP) $(NODE_STAMP) $(CHROMIUM)
 
 $(VENV_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +24,12 @@ $(VENV_STAMP): pyproject.toml
 $(NODE_STAMP): pds/package.json pds/package-lock.json
 	cd pds && npm ci --nodedir=/usr --no-audit --no-fund --loglevel=error
 	touch $@
+
+# The browser tests (moods_pipeline_tests/ui/) drive Debian's Chromium through Playwright, whose
+# own browser download cannot work here. Runs only when the browser is missing.
+$(CHROMIUM):
+	$(if $(filter 0,$(shell id -u)),,sudo) sh -c 'apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null'
 
 demo: setup
 	$(CLI) demo

@@ -1,0 +1,1 @@
+"""Browser tests of the Dagster UI walk-through (Playwright driving Debian's Chromium)."""

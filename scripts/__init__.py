@@ -1,0 +1,1 @@
+"""Scripts run by hand: `.venv/bin/python -m scripts.<name>`."""
