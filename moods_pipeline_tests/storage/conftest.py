@@ -1,7 +1,7 @@
 """Fixtures of the state-dir tests: a real S3 endpoint once per session, and a state dir that
 is a local tmp dir or an ``s3://bucket/prefix`` URL on it.
 
-- ``local_s3``      LocalS3 (moto's S3 server in a child process, ``s3_server.py``), started
+- ``local_s3``      LocalS3 (SeaweedFS in a child process, ``s3_server.py``), started
                     once, with the standard AWS variables pointing at it for the whole session
                     (other tests never read them).
 - ``s3_bucket``     one bucket on it for the session.
@@ -21,10 +21,19 @@ from moods_pipeline.storage.files import state_path
 from moods_pipeline_tests.storage.s3_server import LocalS3, apply_env
 
 
+_STARTUP: list[float] = []
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001
+    if _STARTUP:
+        terminalreporter.write_line(f"S3 server (SeaweedFS) startup: {_STARTUP[0]:.1f}s")
+
+
 @pytest.fixture(scope="session")
 def local_s3(tmp_path_factory: pytest.TempPathFactory):
     server = LocalS3(log_path=tmp_path_factory.mktemp("s3") / "s3.log")
     server.start()
+    _STARTUP.append(server.startup_seconds or 0.0)
     previous = apply_env(server)
     try:
         yield server
