@@ -139,7 +139,9 @@ class BenchStack:
         self.root = Path(root) if root else Path(tempfile.mkdtemp(prefix="moods-bench-"))
         self.keep = keep
         ports = self._kept_ports() if persistent else {"plc": 0, "pds": 0, "mongo": 0}
-        self.plc = LocalPlc(self.root / "plc", port=ports["plc"],
+        # A persistent PLC replays every DID's operations (signatures checked) before it listens:
+        # minutes for thousands of accounts on a busy machine.
+        self.plc = LocalPlc(self.root / "plc", port=ports["plc"], startup_timeout=900 if persistent else 60,
                             state_file=self.root / "plc" / "state.json" if persistent else None)
         self.pds = LocalPds(self.root / "pds", self.plc, port=ports["pds"], invite_required=False,
                             rate_limits=False, log_level=pds_log_level)
