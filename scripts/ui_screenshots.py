@@ -101,6 +101,8 @@ def walk_and_shoot(stack, mongo_uri: str, out: Path) -> None:
             shot("05-users-directory")
 
             walk.directory_row(dialog, user.handle).get_by_role("link", name="audit").click()
+            expect(page.get_by_text("Latest materialization")).to_be_visible()
+            walk.open_catalog_asset(page, "mood_audit")
             walk.launch_one_partition(page, "mood_audit", user.did)
             assert walk.run_status(page) == "Success", "the clicked audit did not succeed"
             page.goto(walk.partition_url("mood_audit", user.did))

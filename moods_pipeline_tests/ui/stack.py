@@ -1,6 +1,6 @@
 """The README's walk-through stack for a real browser: demo users seeded into a fresh database on
 a PDS and a MongoDB-wire server, a Dagster home, the CLI's backfill and audit of most of them,
-and the Dagster webserver + daemon serving the UI on a free port of 127.0.0.1.
+and `moods-pipeline ui` (the Dagster webserver + daemon) serving the UI on a free port of 127.0.0.1.
 
 Used by the browser tests (``conftest.py`` beside this file, on the session's servers) and by
 ``scripts/ui_screenshots.py`` (on servers of its own). Nothing here imports Playwright.
@@ -130,9 +130,12 @@ def stack_env(*, mongo_uri: str, db_name: str, pds_url: str, pds_admin_password:
     return env
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]  # `moods-pipeline ui` (dg dev) reads its pyproject.toml
+
+
 def ui_command(port: int) -> list[str]:
-    """The webserver and the daemon, as the README's `moods-pipeline ui` serves them."""
-    return [str(BIN / "dagster"), "dev", "-m", "moods_pipeline.definitions", "-h", "127.0.0.1", "-p", str(port)]
+    """The webserver and the daemon, as the README serves them."""
+    return [str(BIN / "moods-pipeline"), "ui", "--port", str(port)]
 
 
 def start(workdir: Path, *, mongo_uri: str, pds_url: str, pds_admin_password: str | None) -> UiStack:
@@ -157,7 +160,7 @@ def start(workdir: Path, *, mongo_uri: str, pds_url: str, pds_admin_password: st
                     log_path=workdir / "ui.log")
     with open(stack.log_path, "w") as log:
         stack.process = subprocess.Popen(
-            ui_command(port), cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=log,
+            ui_command(port), cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True,  # its own group: stop() ends all of it
         )
     try:
@@ -250,8 +253,8 @@ def stop(stack: UiStack) -> None:
     if proc is None:
         return
     if proc.poll() is None:
-        # The webserver, daemon and code server stop together on SIGTERM to their parent.
-        proc.send_signal(signal.SIGTERM)
+        # Ctrl-C, as a person stops it: dg dev shuts its webserver, daemon and code server down.
+        proc.send_signal(signal.SIGINT)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
