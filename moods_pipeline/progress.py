@@ -143,3 +143,36 @@ class ProgressLine:
         rate = self.created / (now - self.started) if now > self.started else 0.0
         return (f"{self.done}/{self.total} users done ({self.failed} not fully synced), "
                 f"{self.created} records created, {rate:.0f} records/s")
+
+
+def stream_results(run: Callable[[Callable[[object], None]], object], name: str):
+    """Run ``run(emit)`` in a worker thread and yield each item it emits as soon as it does.
+
+    The assets store each user's event while the users still running keep the PDS busy, instead
+    of storing every event after the last user; a failure of ``run`` is re-raised here, in the
+    caller's thread, after the items emitted before it.
+    """
+    import queue
+
+    items: "queue.Queue" = queue.Queue()
+    finished = object()
+    failure: list = []
+
+    def work() -> None:
+        try:
+            run(items.put)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
+            failure.append(exc)
+        finally:
+            items.put(finished)
+
+    worker = threading.Thread(target=work, name=name, daemon=True)
+    worker.start()
+    while True:
+        item = items.get()
+        if item is finished:
+            break
+        yield item
+    worker.join()
+    if failure:
+        raise failure[0]

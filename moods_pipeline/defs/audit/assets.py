@@ -18,8 +18,6 @@ Metadata carries ids, rkeys, statuses, counts, lengths and short hashes; never m
 # No `from __future__ import annotations` here: Dagster reads the config and resource
 # annotations at definition time.
 
-import queue
-import threading
 import time
 from typing import Optional
 
@@ -208,46 +206,32 @@ def mood_audit(
         incremental.keep_receipt(receipts, audit, basis, run_id)
         audits.record_run_user(run_id, audit.summary())
         progress.notify("user_done", label=audit.label, ok=audit.ok)
-        done.put(audit)
 
-    # The audits run in worker threads; each user's event is yielded (stored) as soon as the
-    # user is done, so Dagster's event writes overlap the audit of the users still running.
-    done: "queue.Queue" = queue.Queue()
-    finished = object()
-    failure: list = []
+    # Each user's event is stored as soon as the user is done, so Dagster's event writes overlap
+    # the audit of the users still running.
+    def audit_all(emit) -> None:
+        def user_done(audit: engine.UserAudit) -> None:
+            on_user_done(audit)
+            emit(audit)
 
-    def work() -> None:
-        try:
-            engine.audit_users(
-                users,
-                store,
-                pds.client(),
-                nuke_policy=settings.nuke_policy,
-                when_tolerance_ms=settings.when_tolerance_ms,
-                rewrite_legacy=config.rewrite_legacy,
-                concurrency=pds.user_concurrency,
-                check_logins=config.check_logins,
-                read=config.read,
-                on_user_done=on_user_done,
-                track_heads=True,
-            )
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the step's thread below
-            failure.append(exc)
-        finally:
-            done.put(finished)
+        engine.audit_users(
+            users,
+            store,
+            pds.client(),
+            nuke_policy=settings.nuke_policy,
+            when_tolerance_ms=settings.when_tolerance_ms,
+            rewrite_legacy=config.rewrite_legacy,
+            concurrency=pds.user_concurrency,
+            check_logins=config.check_logins,
+            read=config.read,
+            on_user_done=user_done,
+            track_heads=True,
+        )
 
-    worker = threading.Thread(target=work, name="mood-audit", daemon=True)
-    worker.start()
     results: list = []
-    while True:
-        item = done.get()
-        if item is finished:
-            break
+    for item in progress.stream_results(audit_all, name="mood-audit"):
         results.append(item)
         yield audit_event(item, context.asset_key)
-    worker.join()
-    if failure:
-        raise failure[0]
     for did in gone:
         # A partition whose user left Mongo (or lost its atproto): unreadable, with the reason.
         audit = engine.UserAudit(user=UserAccount(sub=f"(no user for {did})", did=did, handle=None),

@@ -3,9 +3,7 @@
 # annotations at definition time.
 
 
-import queue
 import shlex
-import threading
 import time
 
 import dagster as dg
@@ -126,7 +124,6 @@ def mood_backfill(
     def on_user_done(outcome: UserOutcome) -> None:
         results.save_backfill(outcome, context.run.run_id)
         progress.notify("user_done", label=outcome.label, ok=outcome.ok)
-        done.put(outcome)
 
     def describe(outcome: UserOutcome) -> str:
         state = "failed: " + outcome.error if outcome.error else (
@@ -138,38 +135,28 @@ def mood_backfill(
             + (f", {outcome.needs_repair} need a repair (moods-pipeline repair)" if outcome.needs_repair else "")
         )
 
-    # The users sync in worker threads; each user's event is yielded (stored) as soon as the user
-    # is done, so Dagster's event writes overlap the PDS work of the users still running instead
-    # of leaving the PDS idle at the end of every run.
-    done: "queue.Queue" = queue.Queue()
-    finished = object()
-    failure: list = []
+    # Each user's event is stored as soon as the user is done, so Dagster's event writes overlap
+    # the PDS work of the users still running instead of leaving the PDS idle at every run's end.
+    def sync(emit) -> None:
+        def user_done(outcome: UserOutcome) -> None:
+            on_user_done(outcome)
+            emit(outcome)
+
+        backfill_users(
+            users,
+            store,
+            pds.client(),
+            dry_run=config.dry_run,
+            concurrency=pds.user_concurrency,
+            options=pds.write_options(),
+            on_batch=on_batch,
+            on_user_done=user_done,
+            when_tolerance_ms=settings.when_tolerance_ms,
+        )
+
     outcomes: list = []
-
-    def work() -> None:
-        try:
-            outcomes.extend(backfill_users(
-                users,
-                store,
-                pds.client(),
-                dry_run=config.dry_run,
-                concurrency=pds.user_concurrency,
-                options=pds.write_options(),
-                on_batch=on_batch,
-                on_user_done=on_user_done,
-                when_tolerance_ms=settings.when_tolerance_ms,
-            ))
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the step's thread below
-            failure.append(exc)
-        finally:
-            done.put(finished)
-
-    worker = threading.Thread(target=work, name="mood-backfill", daemon=True)
-    worker.start()
-    while True:
-        outcome = done.get()
-        if outcome is finished:
-            break
+    for outcome in progress.stream_results(sync, name="mood-backfill"):
+        outcomes.append(outcome)
         # Every user's outcome is in its event's metadata; the run log gets a line for each user
         # that needs attention and a progress line now and then, not one stored event per user.
         if not outcome.ok or outcome.needs_repair or config.dry_run:
@@ -181,9 +168,6 @@ def mood_backfill(
         # materialization, so its partition shows as failed; a dry run materializes nothing.
         event = dg.AssetMaterialization if outcome.ok and not config.dry_run else dg.AssetObservation
         yield event(asset_key=context.asset_key, partition=outcome.did, metadata=outcome_metadata(outcome))
-    worker.join()
-    if failure:
-        raise failure[0]
 
     summary = summarize(outcomes, seconds=time.monotonic() - started, dry_run=config.dry_run)
     context.log.info(f"run summary: {summary}")
