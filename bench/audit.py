@@ -23,7 +23,8 @@ Phases, each ``--repeats`` times in rotation, medians:
 - ``pipeline``: ``cli_audit.run_audit``, what ``moods-pipeline audit --all`` runs: the audit job
   in-process over all partitions (runs of at most 50 users) plus ``audit_summary_job``, on a
   fresh ``DAGSTER_HOME`` for each repetition: by default the CLI's own SQLite configuration in
-  the temp dir (on disk); ``--dagster-storage sqlite-tmpfs`` puts it on /dev/shm,
+  the temp dir (on disk, with the CLI's quicker commits of devstack/sqlite_instance.py);
+  ``--dagster-storage sqlite-tmpfs`` puts it on /dev/shm,
   ``postgres`` uses deploy/dagster.yaml on a throwaway PostgreSQL cluster.
 - ``floor`` (extra): Dagster alone on the same kind of instance, same partitions, same runs of
   50: a partitioned asset that only yields one bare materialization per partition. Dagster
@@ -283,8 +284,12 @@ def dagster_home(work: Path, rep: int, storage: str, postgres: "Postgres | None"
     it), on disk or on tmpfs, or the production config (deploy/dagster.yaml) on PostgreSQL."""
     from moods_pipeline.devstack.dagster_home import ensure_dagster_home
 
+    from moods_pipeline.devstack.sqlite_instance import quicken
+
     if storage == "sqlite-tmpfs":
-        return ensure_dagster_home(Path(tempfile.mkdtemp(prefix="moods-bench-dagster-", dir="/dev/shm")))
+        home = ensure_dagster_home(Path(tempfile.mkdtemp(prefix="moods-bench-dagster-", dir="/dev/shm")))
+        quicken(home)  # as the CLI's dagster_instance() does
+        return home
     home = work / f"dagster_home_{rep}"
     if storage == "postgres":
         home.mkdir(parents=True)
@@ -295,7 +300,9 @@ def dagster_home(work: Path, rep: int, storage: str, postgres: "Postgres | None"
                           DAGSTER_PG_USER=postgres.user, DAGSTER_PG_PASSWORD="unused-with-trust-auth",
                           DAGSTER_PG_DB=name)
         return home
-    return ensure_dagster_home(home)
+    home = ensure_dagster_home(home)
+    quicken(home)  # as the CLI's dagster_instance() does
+    return home
 
 
 def pipeline(settings, syncable, without_account, work: Path, rep: int, storage: str = "sqlite",
