@@ -23,7 +23,7 @@ Phases, each ``--repeats`` times in rotation, medians:
 - ``pipeline``: ``cli_audit.run_audit``, what ``moods-pipeline audit --all`` runs: the audit job
   in-process over all partitions (runs of at most 50 users) plus ``audit_summary_job``, on a
   fresh ``DAGSTER_HOME`` for each repetition: by default the CLI's own SQLite configuration in
-  the temp dir (on disk, with the CLI's quicker commits of devstack/sqlite_instance.py);
+  the temp dir (on disk, with the CLI's quicker commits of defs/local_instance.py);
   ``--dagster-storage sqlite-tmpfs`` puts it on /dev/shm,
   ``postgres`` uses deploy/dagster.yaml on a throwaway PostgreSQL cluster.
 - ``floor`` (extra): Dagster alone on the same kind of instance, same partitions, same runs of
@@ -284,7 +284,7 @@ def dagster_home(work: Path, rep: int, storage: str, postgres: "Postgres | None"
     it), on disk or on tmpfs, or the production config (deploy/dagster.yaml) on PostgreSQL."""
     from moods_pipeline.devstack.dagster_home import ensure_dagster_home
 
-    from moods_pipeline.devstack.sqlite_instance import quicken
+    from moods_pipeline.defs.local_instance import quicken
 
     if storage == "sqlite-tmpfs":
         home = ensure_dagster_home(Path(tempfile.mkdtemp(prefix="moods-bench-dagster-", dir="/dev/shm")))

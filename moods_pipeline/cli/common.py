@@ -173,7 +173,7 @@ def dagster_instance():
     from dagster import DagsterInstance
 
     from moods_pipeline.devstack.dagster_home import ensure_dagster_home
-    from moods_pipeline.devstack.sqlite_instance import quicken as quicken_local_sqlite
+    from moods_pipeline.defs.local_instance import quicken as quicken_local_sqlite
 
     if not os.environ.get("DAGSTER_HOME"):
         os.environ["DAGSTER_HOME"] = str(ensure_dagster_home(DEFAULT_DAGSTER_HOME))

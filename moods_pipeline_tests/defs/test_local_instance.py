@@ -11,7 +11,7 @@ import textwrap
 
 import sqlalchemy as sa
 
-from moods_pipeline.devstack import sqlite_instance
+from moods_pipeline.defs import local_instance
 from moods_pipeline.devstack.dagster_home import ensure_dagster_home
 
 NORMAL, FULL = 1, 2
@@ -25,14 +25,18 @@ def _synchronous(engine) -> int:
 def test_only_databases_under_the_home_are_quickened(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
-    sqlite_instance.quicken(home)
+    local_instance.quicken(home)
     inside = sa.create_engine(f"sqlite:///{home / 'storage' / 'runs.db'}", poolclass=sa.pool.NullPool)
     (home / "storage").mkdir()
     outside = sa.create_engine(f"sqlite:///{tmp_path / 'other.db'}", poolclass=sa.pool.NullPool)
 
     assert _synchronous(inside) == NORMAL
     assert _synchronous(outside) == FULL
-    held = sqlite_instance.held_databases()
+    create_engine = local_instance.sqlite_event_log_module.create_engine
+    url_inside, url_outside = f"sqlite:///{home / 'storage' / 'index.db'}", f"sqlite:///{tmp_path / 'other.db'}"
+    assert create_engine(url_inside, poolclass=sa.pool.NullPool) is create_engine(url_inside, poolclass=sa.pool.NullPool)
+    assert create_engine(url_outside, poolclass=sa.pool.NullPool) is not create_engine(url_outside, poolclass=sa.pool.NullPool)
+    held = local_instance.held_databases()
     assert str((home / "storage" / "runs.db").resolve()) in held
     assert not any(path.startswith(str(tmp_path / "other.db")) for path in held)
 
@@ -44,7 +48,7 @@ def test_a_dagster_instance_under_a_quickened_home_keeps_its_runs_after_the_proc
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     write = textwrap.dedent(f"""
         import dagster as dg
-        from moods_pipeline.devstack.sqlite_instance import quicken, held_databases
+        from moods_pipeline.defs.local_instance import quicken, held_databases, reused_engines
         quicken({str(home)!r})
         parts = dg.StaticPartitionsDefinition(["a", "b"])
         @dg.asset(partitions_def=parts)
@@ -54,6 +58,7 @@ def test_a_dagster_instance_under_a_quickened_home_keeps_its_runs_after_the_proc
         result = dg.materialize([thing], instance=instance, partition_key="b")
         assert result.success
         assert held_databases(), "no database was held open"
+        assert reused_engines() >= 2, "the run and event-log storages' engines were not reused"
         print(result.run_id)
     """)
     done = subprocess.run([sys.executable, "-c", write], capture_output=True, text=True, timeout=120, env=env)
