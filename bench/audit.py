@@ -282,9 +282,8 @@ def definitions(settings):
 def dagster_home(work: Path, rep: int, storage: str, postgres: "Postgres | None") -> Path:
     """A fresh DAGSTER_HOME: the CLI's default (SQLite under it, as `ensure_dagster_home` writes
     it), on disk or on tmpfs, or the production config (deploy/dagster.yaml) on PostgreSQL."""
-    from moods_pipeline.devstack.dagster_home import ensure_dagster_home
-
     from moods_pipeline.defs.local_instance import quicken
+    from moods_pipeline.devstack.dagster_home import ensure_dagster_home
 
     if storage == "sqlite-tmpfs":
         home = ensure_dagster_home(Path(tempfile.mkdtemp(prefix="moods-bench-dagster-", dir="/dev/shm")))

@@ -32,19 +32,14 @@ from pathlib import Path
 from moods_pipeline.defs.dagster_private import sqlite_event_log_module, sqlite_run_storage_module
 
 _lock = threading.Lock()
-_state: dict[str, object] = {}
+_home: str | None = None  # the DAGSTER_HOME being quickened; None until quicken() is called
 _held: dict[str, sqlite3.Connection] = {}
 _engines: dict[tuple, object] = {}
 _STORAGE_MODULES = (sqlite_event_log_module, sqlite_run_storage_module)
 
 
-def _home() -> str | None:
-    home = _state.get("home")
-    return home if isinstance(home, str) else None
-
-
 def _under_home(path: str) -> bool:
-    home = _home()
+    home = _home
     return bool(home and path) and (path == home or path.startswith(home + os.sep))
 
 
@@ -95,10 +90,10 @@ def quicken(dagster_home: str | os.PathLike) -> None:
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
-    home = str(Path(dagster_home).resolve())
+    global _home
     with _lock:
-        first = "home" not in _state
-        _state["home"] = home
+        first = _home is None
+        _home = str(Path(dagster_home).resolve())
     if first:
         event.listen(Engine, "connect", _on_connect)
         for module in _STORAGE_MODULES:

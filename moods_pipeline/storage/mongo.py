@@ -21,6 +21,9 @@ from moods_pipeline.model import Mood, UserAccount, did_problem
 from moods_pipeline.secret import Secret
 from moods_pipeline.settings import Settings
 
+# MongoDB's error code for `$set: {"a.b"}` where `a` is null or not a document.
+PATH_NOT_VIABLE = 28
+
 log = logging.getLogger(__name__)
 
 CODEC_OPTIONS = CodecOptions(tz_aware=True, datetime_conversion=DatetimeConversion.DATETIME_AUTO)
@@ -368,7 +371,8 @@ class MongoStore:
         return self.db.users.update_one({"_id": sub}, {"$unset": {"atproto": ""}}).modified_count
 
     def write_pointers(self, pairs: list[tuple[str, str]]) -> int:
-        """Set atproto.rkey on each (mood_id, rkey) in one unordered bulk write."""
+        """Set atproto.rkey on each (mood_id, rkey): one unordered bulk write, and a second one
+        only for moods whose ``atproto`` is null or not a document."""
         if not pairs:
             return 0
         # One update per mood: `$set: {"atproto.rkey"}` serves a mood without `atproto` or with an
@@ -383,8 +387,11 @@ class MongoStore:
                 ordered=False)
             return result.matched_count
         except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(error.get("code") != PATH_NOT_VIABLE for error in errors):
+                raise
             matched = exc.details.get("nMatched", 0)
-            failed = [error["index"] for error in exc.details.get("writeErrors", [])]
+            failed = [error["index"] for error in errors]
         retry = [UpdateOne({"_id": oids[i], "atproto": {"$not": {"$type": "object"}}},
                            {"$set": {"atproto": {"rkey": pairs[i][1]}}}) for i in failed]
         return matched + self.db.moods.bulk_write(retry, ordered=False).matched_count
