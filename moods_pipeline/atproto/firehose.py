@@ -36,22 +36,24 @@ read here with ``websockets`` and only decoded by the SDK. Message kinds the SDK
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
 from datetime import datetime
-from typing import Iterator, NamedTuple
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Iterator, NamedTuple
 from urllib.parse import urlencode
 
-from atproto_client import models
 from atproto_core.exceptions import AtProtocolError
-from atproto_firehose import parse_subscribe_repos_message
-from atproto_subscription.frames import ErrorFrame, Frame
 from pydantic import ValidationError
 from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.sync.client import connect
 
 from moods_pipeline.atproto.car import CarError, LoadedCar, load_car
+
+if TYPE_CHECKING:
+    from atproto_client import models
 
 __all__ = ["Op", "Commit", "CommitStream", "FirehoseError", "iter_commits", "subscribe_url"]
 
@@ -125,6 +127,18 @@ def _commit_of(message: models.ComAtprotoSyncSubscribeRepos.Commit, collection: 
     if collection is not None and not ops:
         return None
     return Commit(message.seq, message.repo, ops, _parse_time(message.time))
+
+
+@functools.cache
+def _sdk() -> SimpleNamespace:
+    """The SDK's frame decoding, imported on first use: importing it (every generated model and
+    client namespace) takes most of a second, which every command and code location would
+    otherwise pay at start-up, though only the firehose follower decodes frames."""
+    from atproto_client import models
+    from atproto_firehose import parse_subscribe_repos_message
+    from atproto_subscription.frames import ErrorFrame, Frame
+
+    return SimpleNamespace(models=models, parse=parse_subscribe_repos_message, ErrorFrame=ErrorFrame, Frame=Frame)
 
 
 # Frame.from_bytes lets libipld's ValueError through and ErrorFrameBody(**body) raises TypeError
@@ -220,12 +234,13 @@ class CommitStream:
             self.close()
 
     def _handle(self, data: bytes) -> Commit | None:
+        sdk = _sdk()
         try:
-            frame = Frame.from_bytes(data)
+            frame = sdk.Frame.from_bytes(data)
         except _FRAME_ERRORS as exc:
             log.warning("firehose: undecodable frame (%s)", exc)
             return None
-        if isinstance(frame, ErrorFrame):
+        if isinstance(frame, sdk.ErrorFrame):
             error = frame.body.error
             raise FirehoseError(f"firehose error frame: {error}: {frame.body.message}", error=error)
         body = frame.body
@@ -236,11 +251,11 @@ class CommitStream:
         if kind not in ("#commit", "#info"):  # identity, account, sync: nothing for us
             return None
         try:
-            message = parse_subscribe_repos_message(frame)
+            message = sdk.parse(frame)
         except (ValidationError, *_FRAME_ERRORS) as exc:
             log.warning("firehose seq %s: %s event the SDK could not read (%s)", seq, kind, type(exc).__name__)
             return None
-        if isinstance(message, models.ComAtprotoSyncSubscribeRepos.Info):
+        if isinstance(message, sdk.models.ComAtprotoSyncSubscribeRepos.Info):
             log.info("firehose info: %s %s", message.name, message.message)
             return None
         return _commit_of(message, self.collection)

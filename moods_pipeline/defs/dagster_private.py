@@ -16,9 +16,9 @@ from dagster._core.storage.asset_check_execution_record import AssetCheckExecuti
 # the command line tells them apart. The base class is not exported publicly.
 from dagster._core.storage.event_log.base import EventLogStorage
 
-# The local SQLite instance (defs/local_instance.py) reuses one SQLAlchemy engine per database:
-# Dagster's SQLite run and event-log storages build a new engine for every connection, so every
-# stored event compiled its statements afresh. These are the modules whose `create_engine` they
+# The local SQLite instance (defs/local_instance.py) reuses one pooled SQLAlchemy engine per
+# database: Dagster's SQLite run and event-log storages build a new engine (and open and close a
+# connection) for every stored event, so every event compiled its statements afresh. These are the modules whose `create_engine` they
 # call; no public hook chooses the engine.
 from dagster._core.storage.event_log.sqlite import sqlite_event_log as sqlite_event_log_module
 from dagster._core.storage.runs.sqlite import sqlite_run_storage as sqlite_run_storage_module

@@ -11,14 +11,19 @@ disk a 940-user backfill took 126 s, 103 s with the same instance on tmpfs; a do
 partitioned asset cost 30 ms of CPU per partition, 18 ms with engines reused.
 
 For databases under ``DAGSTER_HOME`` this process therefore
-- reuses one engine per database (its compiled-statement cache with it; still one connection
-  per write, as Dagster asks, since the pool stays a ``NullPool``);
+- reuses one engine per database (its compiled-statement cache with it), with a small pool of
+  connections instead of Dagster's ``NullPool``: opening a connection, setting it up and closing
+  it took more of a backfill run's main thread than the writes themselves. Dagster disposes the
+  engine after every use; for these engines that is a no-op, and the pool's idle connection also
+  keeps Dagster's closes from being the last one, which would checkpoint the WAL each time
+  (SQLite still checkpoints every 1,000 pages). A pooled connection holds no transaction or lock
+  between uses, so other processes (the daemon, the webserver) read and write as before;
+- keeps at most ``MAX_OPEN_DATABASES`` such engines (each run has its own database): the least
+  recently used one is really disposed, which closes its connections, so a command over
+  thousands of users does not run out of file descriptors; all are closed at exit;
 - sets ``synchronous=NORMAL`` on every connection: in WAL mode a commit is then safe when the
   process ends or crashes, and only a power loss or kernel crash can take back the last few
-  transactions (never corrupting the database);
-- keeps one idle connection open to each of them until the process exits, so that Dagster's
-  closes are not the last one and do not checkpoint each time (SQLite still checkpoints every
-  1,000 pages, and once at exit).
+  transactions (never corrupting the database).
 """
 
 from __future__ import annotations
@@ -27,14 +32,16 @@ import atexit
 import os
 import sqlite3
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 from moods_pipeline.defs.dagster_private import sqlite_event_log_module, sqlite_run_storage_module
 
+MAX_OPEN_DATABASES = 8  # index, runs, schedules and the shards of the last few runs
+
 _lock = threading.Lock()
 _home: str | None = None  # the DAGSTER_HOME being quickened; None until quicken() is called
-_held: dict[str, sqlite3.Connection] = {}
-_engines: dict[tuple, object] = {}
+_engines: OrderedDict[tuple, object] = OrderedDict()  # least recently used first
 _STORAGE_MODULES = (sqlite_event_log_module, sqlite_run_storage_module)
 
 
@@ -51,37 +58,53 @@ def _on_connect(dbapi_connection, _record) -> None:
     if not _under_home(path):
         return
     dbapi_connection.execute("PRAGMA synchronous=NORMAL")
-    with _lock:
-        if path not in _held:
-            _held[path] = sqlite3.connect(path, check_same_thread=False)
 
 
 def _reusing(create_engine):
-    """``create_engine`` that returns the same engine for the same database under the home."""
+    """``create_engine`` that returns the same pooled engine for the same database under the home."""
 
     def create_or_reuse(url, **options):
         database = getattr(url, "database", None) if not isinstance(url, str) else url.split("///", 1)[-1]
         if not database or not _under_home(str(Path(database).resolve())):
             return create_engine(url, **options)
-        key = (str(url), options.get("poolclass"), tuple(sorted((options.get("connect_args") or {}).items())))
+        key = (str(url), tuple(sorted((options.get("connect_args") or {}).items())))
+        evicted = []
         with _lock:
-            engine = _engines.get(key)
+            engine = _engines.pop(key, None)
             if engine is None:
-                engine = _engines[key] = create_engine(url, **options)
+                pooled = {name: value for name, value in options.items() if name != "poolclass"}
+                # A file database's default pool is a QueuePool; SQLAlchemy then opens its
+                # connections with check_same_thread=False, since any thread may check one out.
+                engine = create_engine(url, pool_size=1, max_overflow=16, **pooled)
+                engine.dispose = _keep_pool  # Dagster disposes after every use
+            _engines[key] = engine
+            while len(_engines) > MAX_OPEN_DATABASES:
+                evicted.append(_engines.popitem(last=False)[1])
+        for old in evicted:
+            _really_dispose(old)
         return engine
 
     create_or_reuse.original = create_engine
     return create_or_reuse
 
 
-def _close_held() -> None:
+def _keep_pool(close: bool = True) -> None:
+    """Stands in for ``Engine.dispose`` on a reused engine: its pool outlives each use."""
+
+
+def _really_dispose(engine) -> None:
+    """Closes the engine's idle connections (one still checked out is closed when returned)."""
+    from sqlalchemy.engine import Engine
+
+    Engine.dispose(engine)
+
+
+def _close_all() -> None:
     with _lock:
-        for connection in _held.values():
-            try:
-                connection.close()
-            except sqlite3.Error:
-                pass
-        _held.clear()
+        engines = list(_engines.values())
+        _engines.clear()
+    for engine in engines:
+        _really_dispose(engine)
 
 
 def quicken(dagster_home: str | os.PathLike) -> None:
@@ -99,16 +122,10 @@ def quicken(dagster_home: str | os.PathLike) -> None:
         for module in _STORAGE_MODULES:
             if not hasattr(module.create_engine, "original"):
                 module.create_engine = _reusing(module.create_engine)
-        atexit.register(_close_held)
+        atexit.register(_close_all)
 
 
-def held_databases() -> list[str]:
-    """Paths of the databases this process keeps a connection to (for tests and diagnostics)."""
+def open_databases() -> list[str]:
+    """The database URLs this process keeps a pooled engine for (for tests and diagnostics)."""
     with _lock:
-        return sorted(_held)
-
-
-def reused_engines() -> int:
-    """How many engines this process keeps for reuse."""
-    with _lock:
-        return len(_engines)
+        return [url for url, _ in _engines]
