@@ -1,16 +1,21 @@
 """The backfill engine: every valid live mood of the given users into its author's repo.
 
 Used by the Dagster asset, the CLI (through the asset) and the benchmark. Users run
-concurrently in a thread pool: a login takes at least 350 ms of mostly waiting, and writes to
-different repos overlap on the PDS. One user's trouble never stops another's work.
+concurrently in a thread pool: a login takes at least 350 ms of mostly waiting (the PDS pads
+every password login to 350 ms against timing attacks), and writes to different repos overlap on
+the PDS. Fewer users write at once than are in flight (``write_concurrency``): the platform's PDS
+answered 500s at 50 concurrent creates while 10 worked, so while at most that many users write,
+the others read their repos and log in. One user's trouble never stops another's work.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable
+from typing import Callable, ContextManager, Iterable
 
 from moods_pipeline import MOOD_COLLECTION
 from moods_pipeline.atproto.client import LoginFailed, PdsClient, PdsError
@@ -55,11 +60,13 @@ def sync_user(
     options: WriteOptions = WriteOptions(),
     on_batch: Callable[[UserOutcome, int, int], None] | None = None,
     when_tolerance_ms: int = 1000,
+    write_slot: Callable[[], ContextManager] = contextlib.nullcontext,
 ) -> UserOutcome:
     """Plan and write one user's moods. Never raises for the user's own trouble.
 
     ``when_tolerance_ms``: how far a record's `when` may drift before the mood counts in
-    ``needs_repair``."""
+    ``needs_repair``. ``write_slot``: held while the user's records are written (after the login),
+    to bound how many users write at once."""
     started = time.monotonic()
     outcome = UserOutcome(sub=user.sub, did=user.did, handle=user.handle, dry_run=dry_run)
     try:
@@ -107,7 +114,8 @@ def sync_user(
                 on_batch(outcome, done, total)
 
         writer = BatchWriter(session, store, pds, options, on_batch=progress)
-        written = writer.write_all(plan.creates)
+        with write_slot():
+            written = writer.write_all(plan.creates)
         outcome.created = written.created
         outcome.already_synced += written.recovered
         outcome.pointers_written += written.pointers_written
@@ -128,18 +136,22 @@ def backfill_users(
     pds: PdsClient,
     *,
     dry_run: bool = False,
-    concurrency: int = 8,
+    concurrency: int = 16,
+    write_concurrency: int = 8,
     options: WriteOptions = WriteOptions(),
     on_batch: Callable[[UserOutcome, int, int], None] | None = None,
     on_user_done: Callable[[UserOutcome], None] | None = None,
     when_tolerance_ms: int = 1000,
 ) -> list[UserOutcome]:
-    """Backfill users concurrently; outcomes in the order the users were given."""
+    """Backfill users concurrently; outcomes in the order the users were given.
+
+    ``concurrency`` users are in flight at once; of those, at most ``write_concurrency`` write."""
     users = list(users)
+    writers = threading.BoundedSemaphore(max(1, min(write_concurrency, concurrency)))
 
     def run(user: UserAccount) -> UserOutcome:
         outcome = sync_user(user, store, pds, dry_run=dry_run, options=options, on_batch=on_batch,
-                            when_tolerance_ms=when_tolerance_ms)
+                            when_tolerance_ms=when_tolerance_ms, write_slot=lambda: writers)
         if on_user_done:
             on_user_done(outcome)
         return outcome

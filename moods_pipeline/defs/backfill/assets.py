@@ -105,7 +105,7 @@ def mood_backfill(
     started = time.monotonic()
     context.log.info(
         f"{'dry run: planning' if config.dry_run else 'backfilling'} {len(users)} users "
-        f"({pds.user_concurrency} at once)"
+        f"({pds.user_concurrency} at once, {pds.write_concurrency} of them writing)"
     )
 
     progress_line = ProgressLine(len(users))
@@ -148,6 +148,7 @@ def mood_backfill(
             pds.client(),
             dry_run=config.dry_run,
             concurrency=pds.user_concurrency,
+            write_concurrency=pds.write_concurrency,
             options=pds.write_options(),
             on_batch=on_batch,
             on_user_done=user_done,

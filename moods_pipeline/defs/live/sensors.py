@@ -84,7 +84,7 @@ def catchup_sync(
     state = CatchupState(settings.state_dir)
     # Deletes of nuked moods are journaled under the state dir, with this run's id.
     journal = DeletionJournal(settings.state_dir, command="catchup", run_id=context.run_id)
-    live = LiveSync(mongo.store(), pds.client(), pds.write_options(), concurrency=pds.user_concurrency,
+    live = LiveSync(mongo.store(), pds.client(), pds.write_options(), concurrency=pds.write_concurrency,
                     journal=journal)
     report = run_catchup(live, state, list(config.sync_mood_ids), list(config.delete_mood_ids),
                          config.reported_mood_ids)

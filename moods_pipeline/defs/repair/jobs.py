@@ -188,7 +188,7 @@ def repair_moods(
         when_tolerance_ms=settings.when_tolerance_ms,
         delete_orphans=config.delete_orphans,
         rewrite_legacy=config.rewrite_legacy,
-        concurrency=pds.user_concurrency,
+        concurrency=pds.write_concurrency,
         options=pds.write_options(),
         on_user_done=on_user_done,
         journal=journal,
