@@ -23,6 +23,7 @@ everything else goes to stderr. Exit 2 for bad usage or configuration.
 from __future__ import annotations
 
 import json
+import os
 import time
 
 from moods_pipeline.cli.common import (
@@ -72,13 +73,17 @@ def register(subparsers) -> None:
 
 
 def _stores_event_batches(instance) -> bool:
-    """Whether the instance's event log writes a batch of events at once (PostgreSQL does; SQLite
-    writes them one by one), which decides how wide a gap an incremental run may span."""
+    """Whether a run's planned events are written as one batch, which decides how wide a gap an
+    incremental run may span. Dagster batches them only when ``DAGSTER_EVENT_BATCH_SIZE`` is set
+    above 0 and the event log has a batch write of its own (PostgreSQL has; SQLite inherits the
+    base class's one-by-one loop)."""
     from moods_pipeline.defs.dagster_private import EventLogStorage
 
     try:
+        if int(os.environ.get("DAGSTER_EVENT_BATCH_SIZE", "0") or 0) <= 0:
+            return False
         return type(instance.event_log_storage).store_event_batch is not EventLogStorage.store_event_batch
-    except Exception:  # noqa: BLE001 - unknown storage: assume the slow case
+    except Exception:  # noqa: BLE001 - unknown storage or setting: assume the slow case
         return False
 
 

@@ -11,9 +11,10 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 # evaluation record is this enum, which is not exported publicly.
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-# The incremental audit's runs span unchanged partitions only where the event log stores a batch
-# of events at once (PostgreSQL); SQLite inherits the base class's one-by-one loop, which is how
-# the command line tells them apart. The base class is not exported publicly.
+# The incremental audit's runs span unchanged partitions only where a run's planned events are
+# stored as one batch: Dagster batches them when DAGSTER_EVENT_BATCH_SIZE is above 0 and the event
+# log has its own batch write (PostgreSQL); SQLite inherits the base class's one-by-one loop, which
+# is how the command line tells them apart. The base class is not exported publicly.
 from dagster._core.storage.event_log.base import EventLogStorage
 
 # The local SQLite instance (defs/local_instance.py) reuses one pooled SQLAlchemy engine per
