@@ -44,6 +44,7 @@ Nothing prints a password; the PDS admin password goes to the child only in its 
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import os
@@ -351,6 +352,7 @@ def pipeline_child() -> int:
     stats = {"rc": rc, "total_s": round(time.perf_counter() - started, 3),
              **{k: round(v, 3) for k, v in timings.items()}, "mongo": timer.as_dict()}
     Path(os.environ["BENCH_CHILD_STATS"]).write_text(json.dumps(stats))
+    gc.freeze()  # the exit the `moods-pipeline` console script takes (cli/app.py, run)
     return rc
 
 

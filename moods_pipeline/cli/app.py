@@ -8,6 +8,7 @@ docs/interface.md lists every command, selector, JSON key and exit code.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 import warnings
@@ -61,5 +62,17 @@ def main(argv: list[str] | None = None) -> int:
         say_batch_url()
 
 
+def run() -> None:
+    """The console script: ``main``, then the process exit.
+
+    ``gc.freeze()`` first: otherwise the interpreter's last collections walk every object that
+    Dagster's import created, about 0.6 s of every command's exit on a two-core machine. Atexit
+    handlers (the local instance's connections), stream flushes and finalizers of objects freed
+    by reference counting still run; only cyclic garbage left at exit is not collected."""
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
